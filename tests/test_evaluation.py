@@ -1,0 +1,102 @@
+"""Scoring with sacrebleu and evaluating a model on a test set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sacrebleu
+
+from translator.evaluation import evaluate_model, score_corpus
+
+SENTENCES = [
+    "the cat is sleeping on the sofa",
+    "I drink coffee every morning at home",
+    "my friend lives in Seoul with his family",
+]
+
+
+def test_identical_hypotheses_score_100():
+    scores = score_corpus(SENTENCES, SENTENCES)
+    assert scores.bleu == 100.0
+    assert scores.chrf == 100.0
+    assert scores.sentences == 3
+
+
+def test_disjoint_hypotheses_score_low():
+    hypotheses = ["고양이가 소파 위에서 자고 있어요", "저는 매일 아침 커피를 마셔요", "제 친구는 서울에 살아요"]
+    scores = score_corpus(hypotheses, SENTENCES)
+    assert scores.bleu < 1.0
+    assert scores.chrf < 5.0
+    partial = score_corpus(["the cat is sleeping on the bed", "I drink tea", "my friend lives in Busan"], SENTENCES)
+    assert scores.bleu < partial.bleu < 100.0
+    assert scores.chrf < partial.chrf < 100.0
+
+
+def test_mismatched_lengths_raise_value_error():
+    with pytest.raises(ValueError, match="2 hypotheses but 3 references"):
+        score_corpus(SENTENCES[:2], SENTENCES)
+    with pytest.raises(ValueError):
+        score_corpus([], [])
+
+
+def test_signatures_name_the_metric_settings_and_sacrebleu_version():
+    scores = score_corpus(SENTENCES, SENTENCES)
+    version = f"version:{sacrebleu.__version__}"
+    assert version in scores.bleu_signature and "tok:13a" in scores.bleu_signature
+    assert version in scores.chrf_signature and "nc:6" in scores.chrf_signature
+
+
+def _read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def test_evaluate_model_writes_report_and_hypotheses_that_sacrebleu_agrees_with(trained_model, corpus, tsv, tmp_path):
+    # Training pairs (memorised) plus held-out ones (not), so the score is neither 0 nor 100 by construction.
+    pairs = trained_model.pairs[::5] + corpus.dev_pairs
+    test = tsv(tmp_path / "test.tsv", pairs)
+    output = tmp_path / "reports" / "eval.json"
+    report = evaluate_model(trained_model.path, test=str(test), beam=3, output=output)
+
+    assert json.loads(output.read_text(encoding="utf-8")) == report
+    assert set(report["directions"]) == {"en-ko", "ko-en"}
+    for direction, result in report["directions"].items():
+        source, target = direction.split("-")
+        hyp_path = Path(result["hypotheses"])
+        assert hyp_path == tmp_path / "reports" / f"eval.{direction}.hyp"
+        hypotheses = _read_lines(hyp_path)
+        references = [ko if target == "ko" else en for en, ko in pairs]
+        assert len(hypotheses) == len(pairs) == result["sentences"]
+        assert result["bleu"] == round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2)
+        assert result["chrf"] == round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2)
+        assert "version:" in result["bleu_signature"] and "version:" in result["chrf_signature"]
+        # The memorised training pairs come out exactly.
+        memorised = [h for h, r in zip(hypotheses, references[: len(trained_model.pairs[::5])]) if h == r]
+        assert len(memorised) >= len(trained_model.pairs[::5]) - 1
+
+
+def test_evaluate_model_with_one_direction_and_src_ref_files(trained_model, tsv, tmp_path):
+    pairs = trained_model.pairs[:10]
+    src = tmp_path / "test.ko"
+    ref = tmp_path / "test.en"
+    src.write_text("".join(ko + "\n" for _, ko in pairs), encoding="utf-8")
+    ref.write_text("".join(en + "\n" for en, _ in pairs), encoding="utf-8")
+    output = tmp_path / "one.json"
+    report = evaluate_model(trained_model.path, src=str(src), ref=str(ref), source="ko", target="en", beam=1, output=output)
+    assert list(report["directions"]) == ["ko-en"]
+    result = report["directions"]["ko-en"]
+    hypotheses = _read_lines(tmp_path / "one.ko-en.hyp")
+    assert result["bleu"] == round(sacrebleu.corpus_bleu(hypotheses, [[en for en, _ in pairs]]).score, 2)
+
+    only_en_ko = evaluate_model(trained_model.path, test=str(tsv(tmp_path / "t.tsv", pairs)),
+                                source="en", target="ko", beam=1, output=tmp_path / "two.json")
+    assert list(only_en_ko["directions"]) == ["en-ko"]
+    assert not (tmp_path / "two.ko-en.hyp").exists()
+
+
+def test_evaluate_model_refuses_test_together_with_src_ref(trained_model, tsv, tmp_path):
+    test = tsv(tmp_path / "t.tsv", trained_model.pairs[:3])
+    with pytest.raises(ValueError, match="either --test or --src/--ref"):
+        evaluate_model(trained_model.path, test=str(test), src=str(test), ref=str(test), output=tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()

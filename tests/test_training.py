@@ -1,0 +1,314 @@
+"""The training loop: memorising a tiny corpus, exact resume, checkpoints, metrics, clipping,
+early stopping, Ctrl-C, schedulers and the --resume config check."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from translator.checkpoint import load_checkpoint
+from translator.config import ConfigError, load_config
+from translator.data import make_batches
+from translator.training import Trainer, train
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def read_metrics(output_dir: Path) -> tuple[list[dict], list[dict]]:
+    entries = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [e for e in entries if e["kind"] == "train"], [e for e in entries if e["kind"] == "dev"]
+
+
+def model_weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def assert_bitwise_equal(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    different = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not different, f"tensors differ: {different}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Learning: a tiny model memorises 50 pairs in both directions
+
+
+def test_tiny_model_memorises_training_pairs_in_both_directions(trained_model, translator):
+    pairs = trained_model.pairs
+    exact = 0
+    for source, target, src_side, tgt_side in (("en", "ko", 0, 1), ("ko", "en", 1, 0)):
+        results = translator.translate([p[src_side] for p in pairs], source, target, beam=1)
+        exact += sum(r.text == p[tgt_side] for r, p in zip(results, pairs))
+    assert exact >= 0.95 * 2 * len(pairs), f"only {exact} of {2 * len(pairs)} training pairs reproduced"
+
+
+def test_training_loss_falls_and_dev_scores_are_logged_per_direction(trained_model):
+    train_entries, dev_entries = read_metrics(trained_model.output_dir)
+    losses = [e["loss"] for e in train_entries]
+    assert len(losses) == trained_model.config.training.max_steps // trained_model.config.training.log_every
+    assert losses[-1] < 0.1 * losses[0]
+    assert max(losses[-3:]) < 0.5
+    for entry in train_entries:
+        assert math.isfinite(entry["grad_norm"]) and entry["grad_norm"] > 0
+        assert entry["lr"] == pytest.approx(0.01)
+    assert [e["step"] for e in dev_entries] == [50, 100, 150, 200, 250]
+    for entry in dev_entries:
+        for key in ("bleu_en-ko", "chrf_en-ko", "bleu_ko-en", "chrf_ko-en", "bleu", "chrf", "dev_loss"):
+            assert isinstance(entry[key], (int, float)) and math.isfinite(entry[key]), key
+        assert 0 <= entry["chrf_en-ko"] <= 100 and 0 <= entry["bleu_ko-en"] <= 100
+
+
+def test_training_writes_checkpoints_config_plot_and_summary(trained_model):
+    out = trained_model.output_dir
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary == trained_model.summary
+    assert summary["stop_reason"] == "max_steps" and summary["steps"] == trained_model.config.training.max_steps
+    assert {"bleu_en-ko", "chrf_ko-en"} <= summary["final"].keys()
+
+    assert load_config(out / "config.yaml").to_dict() == trained_model.config.to_dict()
+    assert (out / "training_curves.png").read_bytes()[:8] == PNG_MAGIC
+
+    last = load_checkpoint(out / "last.pt")
+    assert last["training"]["state"]["step"] == summary["steps"]
+    assert last["metrics"]["step"] == summary["steps"]
+
+    # best.pt holds the first validation reaching the best dev BLEU.
+    _, dev_entries = read_metrics(out)
+    best_bleu = max(e["bleu"] for e in dev_entries)
+    first_best_step = min(e["step"] for e in dev_entries if e["bleu"] == best_bleu)
+    best = load_checkpoint(out / "best.pt")
+    assert best["metrics"]["best_score"] == best_bleu == summary["best_score"]
+    assert best["training"]["state"]["step"] == first_best_step
+
+    # keep_best: 5 validations, but only the 2 best step checkpoints remain (the ones the state lists).
+    keep_best = trained_model.config.training.keep_best
+    step_files = sorted(p.name for p in out.glob("step-*.pt"))
+    assert len(dev_entries) > keep_best
+    assert len(step_files) == keep_best
+    assert step_files == sorted(name for _, _, name in last["training"]["state"]["best_checkpoints"])
+    for name in step_files:
+        step = int(name[len("step-"):-len(".pt")])
+        assert load_checkpoint(out / name)["training"]["state"]["step"] == step
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exact resume
+
+
+RESUME_STEPS = 8  # N: validate_every and save_every divide it; an epoch is 5 batches
+
+
+@pytest.fixture
+def resume_config(make_config):
+    def make(max_steps: int):
+        return make_config(
+            model={"dropout": 0.3, "embedding_dropout": 0.2},
+            training={"teacher_forcing": 0.5, "batch_tokens": 400, "max_steps": max_steps, "validate_every": 4,
+                      "save_every": 4, "log_every": 2, "scheduler": "plateau", "plateau_patience": 0},
+        )
+
+    return make
+
+
+def test_resume_gives_bitwise_the_same_weights_as_a_straight_run(tmp_path, resume_config):
+    n = RESUME_STEPS
+    first = train(resume_config(n), tmp_path / "a")
+    assert first["steps"] == n
+    checkpoint = load_checkpoint(tmp_path / "a" / "last.pt")
+    state = checkpoint["training"]["state"]
+    # An epoch boundary was crossed inside the first N steps and the resume starts mid-epoch.
+    assert state["epoch"] >= 1 and state["batch_in_epoch"] > 0
+
+    resumed = train(resume_config(2 * n), tmp_path / "a", resume=tmp_path / "a" / "last.pt")
+    straight = train(resume_config(2 * n), tmp_path / "b")
+    assert resumed["steps"] == straight["steps"] == 2 * n
+    assert resumed["epochs_completed"] == straight["epochs_completed"] > state["epoch"]
+    assert_bitwise_equal(model_weights(tmp_path / "a" / "last.pt"), model_weights(tmp_path / "b" / "last.pt"))
+
+    # The metrics log of the resumed run tells one history, the same as the straight run's.
+    resumed_train, resumed_dev = read_metrics(tmp_path / "a")
+    straight_train, straight_dev = read_metrics(tmp_path / "b")
+    assert [(e["step"], e["loss"], e["lr"]) for e in resumed_train] == [(e["step"], e["loss"], e["lr"]) for e in straight_train]
+    assert [(e["step"], e["dev_loss"]) for e in resumed_dev] == [(e["step"], e["dev_loss"]) for e in straight_dev]
+
+
+def test_resume_without_restoring_random_state_would_differ(tmp_path, resume_config, monkeypatch):
+    """Guards the test above: with dropout and scheduled sampling, the RNG state does matter."""
+    n = RESUME_STEPS
+    train(resume_config(n), tmp_path / "a")
+    train(resume_config(2 * n), tmp_path / "b")
+    monkeypatch.setattr("translator.training.restore_rng_states", lambda states: None)
+    train(resume_config(2 * n), tmp_path / "a", resume=tmp_path / "a" / "last.pt")
+    first, second = model_weights(tmp_path / "a" / "last.pt"), model_weights(tmp_path / "b" / "last.pt")
+    assert any(not torch.equal(first[name], second[name]) for name in first)
+
+
+def test_resume_with_a_different_model_section_names_the_key(trained_model, make_config, tmp_path):
+    changed = make_config(model={"hidden": 48})
+    with pytest.raises(ConfigError) as info:
+        train(changed, tmp_path / "out", resume=trained_model.path)
+    message = str(info.value)
+    assert message.startswith("model.hidden:") and "48" in message and "32" in message
+    assert "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_from_an_inference_only_checkpoint_is_refused(en_ko_only_model, tmp_path):
+    from translator.config import config_from_dict
+
+    config = config_from_dict(load_checkpoint(en_ko_only_model)["config"])
+    with pytest.raises(ConfigError, match="no training state"):
+        train(config, tmp_path / "out", resume=en_ko_only_model)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model variants
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+def test_every_cell_and_attention_trains_with_a_finite_loss(tmp_path, make_config, cell, attention):
+    config = make_config(model={"cell": cell, "attention": attention, "dropout": 0.1}, training={"teacher_forcing": 0.8})
+    trainer = Trainer(config, tmp_path)
+    batches = make_batches(trainer.train_set.lengths, config.training.batch_tokens, config.training.seed, 0)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for indices in batches[:3]:
+        loss, norm = trainer.train_step(trainer.train_set.batch(indices, trainer.tokenizer))
+        assert math.isfinite(loss) and loss > 0
+        assert math.isfinite(norm) and norm > 0
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    result = trainer.validate()
+    assert math.isfinite(result["dev_loss"])
+    assert {"bleu_en-ko", "bleu_ko-en", "chrf_en-ko", "chrf_ko-en"} <= result.keys()
+
+
+@pytest.mark.parametrize("model", [
+    {"cell": "lstm", "attention": "luong", "luong_score": "dot", "decoder_hidden": 64},
+    {"cell": "gru", "input_feeding": False, "encoder_layers": 2, "decoder_layers": 2, "residual": True,
+     "bridge": False, "tie_embeddings": False, "share_embeddings": False, "dropout": 0.2},
+])
+def test_other_architecture_options_train_with_a_finite_loss(tmp_path, make_config, model):
+    trainer = Trainer(make_config(model=model), tmp_path)
+    batch = trainer.train_set.batch(list(range(8)), trainer.tokenizer)
+    losses = [trainer.train_step(batch)[0] for _ in range(3)]
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < losses[0]  # the same batch three times: the loss goes down
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gradient clipping
+
+
+def _grad_norm(model: torch.nn.Module) -> float:
+    grads = [p.grad.detach().flatten() for p in model.parameters() if p.grad is not None]
+    return float(torch.cat(grads).norm())
+
+
+def test_grad_norm_is_logged_before_clipping_and_the_update_uses_clipped_gradients(tmp_path, make_config):
+    clip = 1e-3
+    clipped = Trainer(make_config(training={"clip_norm": clip}), tmp_path / "clipped")
+    unclipped = Trainer(make_config(training={"clip_norm": 0.0}), tmp_path / "unclipped")
+    batch = clipped.train_set.batch(list(range(16)), clipped.tokenizer)
+
+    loss_c, norm_c = clipped.train_step(batch)
+    loss_u, norm_u = unclipped.train_step(batch)
+    # Same seed, same batch: the same gradients, so the same logged (pre-clipping) norm.
+    assert loss_c == pytest.approx(loss_u, rel=1e-6)
+    assert norm_c == pytest.approx(norm_u, rel=1e-5)
+    assert norm_c > clip
+    # The gradients the optimizer used were clipped to clip_norm; without clipping they were not.
+    assert _grad_norm(clipped.model) <= clip * 1.001
+    assert _grad_norm(unclipped.model) == pytest.approx(norm_u, rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stopping: early stopping and Ctrl-C
+
+
+def test_early_stopping_stops_before_max_steps(tmp_path, make_config):
+    config = make_config(training={"max_steps": 200, "validate_every": 2, "save_every": 2, "patience": 2, "log_every": 2})
+    summary = train(config, tmp_path)
+    assert summary["stop_reason"] == "early_stopping"
+    assert summary["steps"] < config.training.max_steps
+    assert summary["steps"] % config.training.validate_every == 0
+    state = load_checkpoint(tmp_path / "last.pt")["training"]["state"]
+    assert state["step"] == summary["steps"]
+    assert state["validations_without_improvement"] == config.training.patience
+    _, dev_entries = read_metrics(tmp_path)
+    assert dev_entries[-1]["step"] == summary["steps"]  # no extra final validation was needed
+
+
+def test_ctrl_c_stops_after_the_current_step_saves_and_resumes(tmp_path, make_config, monkeypatch):
+    config = make_config(training={"max_steps": 10, "validate_every": 100, "save_every": 100})
+    original = Trainer.train_step
+    calls = []
+    k = 3
+
+    def train_step(self, batch):
+        result = original(self, batch)
+        calls.append(1)
+        if len(calls) == k:
+            self._request_stop(signal.SIGINT, None)
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    trainer = Trainer(config, tmp_path)
+    summary = trainer.train()
+    assert summary["stop_reason"] == "interrupted"
+    assert summary["steps"] == k and len(calls) == k
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert checkpoint["training"]["state"]["step"] == k
+    assert signal.getsignal(signal.SIGINT) != trainer._request_stop  # the previous handler is back
+    with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts at once
+        trainer._request_stop(signal.SIGINT, None)
+
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = train(config, tmp_path, resume=tmp_path / "last.pt")
+    assert resumed["stop_reason"] == "max_steps"
+    assert resumed["steps"] == config.training.max_steps
+    train_entries, dev_entries = read_metrics(tmp_path)
+    assert [e["step"] for e in train_entries] == list(range(1, config.training.max_steps + 1))
+    assert [e["step"] for e in dev_entries] == [config.training.max_steps]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Learning-rate schedulers
+
+
+def test_warmup_scheduler_rises_linearly_then_decays_with_inverse_square_root(tmp_path, make_config):
+    base, warmup = 0.01, 4
+    config = make_config(training={"scheduler": "warmup", "learning_rate": base, "warmup_steps": warmup,
+                                   "max_steps": 16, "validate_every": 100, "save_every": 100})
+    train(config, tmp_path)
+    train_entries, _ = read_metrics(tmp_path)
+    lr = {e["step"]: e["lr"] for e in train_entries}  # the rate after `step` updates
+    assert lr[1] == pytest.approx(base * 2 / warmup)
+    assert lr[1] < lr[2] < lr[3]
+    assert lr[3] == pytest.approx(base)  # peak at the end of warmup
+    assert all(lr[s] > lr[s + 1] for s in range(3, 16 - 1))
+    assert lr[15] == pytest.approx(base / 2)  # sqrt(warmup / (4 * warmup)) = 1/2
+
+
+def test_plateau_scheduler_cuts_the_rate_at_validations_down_to_the_floor(tmp_path, make_config):
+    base, floor = 0.01, 0.0025
+    config = make_config(training={"scheduler": "plateau", "learning_rate": base, "plateau_factor": 0.5,
+                                   "plateau_patience": 0, "min_learning_rate": floor, "max_steps": 10,
+                                   "validate_every": 2, "save_every": 10})
+    train(config, tmp_path)
+    train_entries, dev_entries = read_metrics(tmp_path)
+    assert [e["step"] for e in dev_entries] == [2, 4, 6, 8, 10]
+    lrs = [e["lr"] for e in train_entries]
+    assert lrs[0] == pytest.approx(base)
+    assert lrs[-1] == pytest.approx(floor)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert {round(x, 8) for x in lrs} == {base, base / 2, floor}
+    validation_steps = {e["step"] for e in dev_entries}
+    for previous, current in zip(train_entries, train_entries[1:]):
+        if current["lr"] != previous["lr"]:
+            assert previous["step"] in validation_steps  # cut only right after a validation

@@ -1,0 +1,84 @@
+"""Self-describing checkpoints: one file with weights, config, tokenizer and training state.
+
+Written atomically (temp file, fsync, rename) so a crash never leaves a half-written model, and read
+with ``torch.load(weights_only=True)`` so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from translator.io import atomic_write
+
+FORMAT = "koen-translator-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A file is missing, truncated, corrupt or not a checkpoint of this toolkit."""
+
+
+def save_checkpoint(
+    path: str | Path,
+    model_state: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    tokenizer_proto: bytes,
+    training_state: Optional[dict[str, Any]] = None,
+    metrics: Optional[dict[str, Any]] = None,
+) -> None:
+    """Atomically write a checkpoint. `training_state` (optimizer, scheduler, RNG states, data
+    position, step) is what `--resume` needs; inference-only checkpoints may leave it out."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "torch_version": str(torch.__version__),
+        "config": config,
+        "tokenizer": tokenizer_proto,
+        "model": model_state,
+        "training": training_state,
+        "metrics": metrics or {},
+    }
+    atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and validate a checkpoint; any problem becomes one readable `CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, struct.error, pickle.UnpicklingError,
+            zipfile.BadZipFile, OSError) as err:  # non-zip garbage reaches the legacy unpickler: IndexError, struct.error
+        reason = _first_reason(err)
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or not a torch file: {reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} file (was it written by another toolkit?)")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version} is not supported (this toolkit reads {FORMAT_VERSION})")
+    for key, kind in (("config", dict), ("tokenizer", bytes), ("model", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"{path}: checkpoint is missing its {key}")
+    return payload
+
+
+def _first_reason(err: BaseException) -> str:
+    """The informative line of a torch.load error (its first line is often generic advice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            detail = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            if detail:
+                return detail[:160]
+    generic = ("Weights only load failed", "Please file an issue", "Check the documentation of torch.load", "(1)", "(2)")
+    for line in lines:
+        if not line.startswith(generic):
+            return line[:160]
+    return lines[0][:160] if lines else type(err).__name__

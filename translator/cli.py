@@ -1,0 +1,207 @@
+"""The `translator` command: train, translate, evaluate.
+
+User mistakes end with one line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from translator.checkpoint import CheckpointError
+from translator.config import LANGUAGES, ConfigError
+from translator.data import DataError
+from translator.tokenizer import TokenizerError
+
+# Errors that mean "the user asked for something impossible": one line, exit 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, TokenizerError, CheckpointError, ValueError, OSError)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default" / "model.pt"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("translator: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        print(f"translator: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="translator", description="Korean–English phrase translation toolkit.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model from a YAML config", description="Train a model from a YAML config.")
+    train.add_argument("--config", type=Path, help="YAML config (optional with --resume: the checkpoint's config is used)")
+    train.add_argument("--resume", type=Path, help="checkpoint to continue from exactly (e.g. OUTPUT/last.pt)")
+    train.add_argument("--output", type=Path, help="output directory (default: runs/NAME, or the resumed checkpoint's directory)")
+    train.set_defaults(run=run_train)
+
+    translate = commands.add_parser("translate", help="translate text arguments or stdin lines",
+                                    description="Translate the TEXT arguments, or each line of stdin when none are given.")
+    translate.add_argument("texts", nargs="*", metavar="TEXT")
+    _model_argument(translate)
+    _direction_arguments(translate, required=True)
+    _search_arguments(translate)
+    translate.add_argument("--n-best", type=int, default=1, help="hypotheses to return per input (<= beam)")
+    translate.add_argument("--context", help="a sentence containing the text, to pick the right sense")
+    translate.add_argument("--format", choices=("text", "jsonl"), default="text",
+                           help="text: one translation per line (with --n-best: 'i ||| text ||| score'); jsonl: everything")
+    translate.add_argument("--alignment", action="store_true", help="include attention alignments (jsonl)")
+    translate.add_argument("--plot-attention", type=Path, metavar="DIR", help="write one attention heatmap PNG per input into DIR")
+    translate.add_argument("--temperature", type=float, default=0.0, help="> 0 samples instead of searching")
+    translate.add_argument("--top-k", type=int, default=0, help="with --temperature: sample among the k best tokens")
+    translate.add_argument("--seed", type=int, help="random seed for sampling")
+    translate.set_defaults(run=run_translate)
+
+    evaluate = commands.add_parser("evaluate", help="score a model with BLEU and chrF",
+                                   description="Translate a test set and score it with sacrebleu BLEU and chrF.")
+    _model_argument(evaluate)
+    evaluate.add_argument("--test", help="parallel test corpus (TSV english<TAB>korean, Tatoeba TSV, or prefix of .en/.ko files)")
+    evaluate.add_argument("--src", help="source sentences, one per line (with --ref)")
+    evaluate.add_argument("--ref", help="reference translations, one per line (with --src)")
+    evaluate.add_argument("--disambiguation", metavar="FILE",
+                          help="word-in-context test: TSV with header src_lang, tgt_lang, text, context, accepted "
+                               "(accepted = |-separated forms); prints accuracy overall, per direction and per word")
+    _direction_arguments(evaluate, required=False)
+    _search_arguments(evaluate)
+    evaluate.add_argument("--output", type=Path, default=Path("evaluation.json"),
+                          help="JSON report (default: evaluation.json); hypotheses go beside it as NAME.SRC-TGT.hyp")
+    evaluate.set_defaults(run=run_evaluate)
+    return parser
+
+
+def _model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"checkpoint (default: {DEFAULT_MODEL})")
+
+
+def _direction_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    note = "" if required else " (omit both to evaluate every direction the model knows)"
+    parser.add_argument("--source", choices=LANGUAGES, required=required, help="source language" + note)
+    parser.add_argument("--target", choices=LANGUAGES, required=required, help="target language" + note)
+
+
+def _search_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy (default: 5)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, help="alpha of the GNMT length penalty (default: 1.0)")
+    parser.add_argument("--max-ratio", type=float, default=2.0, help="max output length as a ratio of source length")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
+
+
+# --- train -----------------------------------------------------------------------------------------
+def run_train(args: argparse.Namespace) -> int:
+    from translator.checkpoint import load_checkpoint
+    from translator.config import config_from_dict, load_config
+    from translator.training import train
+
+    if args.config is None and args.resume is None:
+        raise ConfigError("train needs --config (or --resume CHECKPOINT)")
+    if args.config is not None:
+        config = load_config(args.config)
+    else:
+        config = config_from_dict(load_checkpoint(args.resume)["config"])
+    output = args.output or (args.resume.parent if args.resume else Path("runs") / config.name)
+    summary = train(config, output, resume=args.resume)
+    final = summary["final"]
+    scores = "  ".join(f"{k} {v}" for k, v in final.items() if k.startswith(("bleu", "chrf", "exact")))
+    print(f"done ({summary['stop_reason']}) after {summary['steps']} steps in {summary['minutes']} min; "
+          f"dev {scores}; best {summary['best_metric']} {summary['best_score']}; checkpoints in {summary['output_dir']}")
+    return 0
+
+
+# --- translate -------------------------------------------------------------------------------------
+def run_translate(args: argparse.Namespace) -> int:
+    from translator.prediction import Translator
+
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ValueError("nothing to translate: give TEXT arguments or lines on stdin")
+    translator = Translator.load(args.model)
+    results = translator.translate(
+        texts, args.source, args.target, beam=args.beam, n_best=args.n_best, context=args.context,
+        alignment=args.alignment or args.plot_attention is not None, max_ratio=args.max_ratio,
+        alpha=args.length_penalty, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    for i, result in enumerate(results):
+        if args.format == "jsonl":
+            record = result.to_dict()
+            if not args.alignment:
+                for key in ("alignment", "source_tokens", "target_tokens"):
+                    record.pop(key)
+            print(json.dumps(record, ensure_ascii=False))
+        elif args.n_best > 1:
+            print(f"{i} ||| {result.text} ||| {result.score:.4f}")
+            for alt in result.alternatives:
+                print(f"{i} ||| {alt.text} ||| {alt.score:.4f}")
+        else:
+            print(result.text)
+        if args.plot_attention is not None:
+            from translator.plots import plot_attention
+
+            plot_attention(result.alignment, result.source_tokens, result.target_tokens, args.plot_attention / f"attention-{i}.png")
+    return 0
+
+
+# --- evaluate --------------------------------------------------------------------------------------
+def run_evaluate(args: argparse.Namespace) -> int:
+    from translator.evaluation import evaluate_model
+
+    if args.disambiguation is not None:
+        if args.test or args.src or args.ref:
+            raise ValueError("--disambiguation cannot be combined with --test or --src/--ref")
+        return run_disambiguation(args)
+    if (args.source is None) != (args.target is None):
+        raise ValueError("give both --source and --target, or neither")
+    report = evaluate_model(
+        args.model, test=args.test, src=args.src, ref=args.ref, source=args.source, target=args.target,
+        beam=args.beam, alpha=args.length_penalty, max_ratio=args.max_ratio, batch_size=args.batch_size,
+        output=args.output,
+    )
+    for direction, result in report["directions"].items():
+        print(f"{direction}: BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({result['sentences']} sentences, "
+              f"{result['sentences_per_second']:.1f} sent/s)  hypotheses: {result['hypotheses']}")
+        print(f"  {result['bleu_signature']}\n  {result['chrf_signature']}")
+    print(f"report: {args.output}")
+    return 0
+
+
+def run_disambiguation(args: argparse.Namespace) -> int:
+    from translator.evaluation import evaluate_disambiguation
+
+    report = evaluate_disambiguation(args.model, args.disambiguation, beam=args.beam, output=args.output)
+    overall = report["overall"]
+    print(f"accuracy {overall['accuracy']:.2f}% ({overall['correct']}/{overall['total']})")
+    for direction, result in report["directions"].items():
+        print(f"  {direction}: {result['accuracy']:.2f}% ({result['correct']}/{result['total']})")
+    print("per word:")
+    for word, result in report["words"].items():
+        print(f"  {word}: {result['accuracy']:.1f}% ({result['correct']}/{result['total']})")
+    print(f"failures ({len(report['failures'])}):")
+    for failure in report["failures"]:
+        print(f"  line {failure['line']} {failure['direction']} {failure['text']!r} in {failure['context']!r} → "
+              f"{failure['output']!r} (accepted: {'|'.join(failure['accepted'])})")
+    print(f"report: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""The training loop, readable top to bottom: data → tokenizer → model → steps → validation → checkpoints.
+
+Resuming is exact: the data order is a pure function of (seed, epoch) and the checkpoint stores the
+position inside the epoch, the optimizer, the scheduler and every RNG state, so N steps and a resume
+for N more give the same weights as 2N steps straight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from translator.checkpoint import load_checkpoint, save_checkpoint
+from translator.config import Config, ConfigError, DataConfig, config_from_dict, save_config
+from translator.data import Batch, Example, clean_pairs, collate, load_training_data, make_batches, make_examples
+from translator.evaluation import score_corpus
+from translator.io import atomic_write_text
+from translator.phrases import phrase_examples, read_glossary, read_phrase_corpus
+from translator.model import Seq2Seq, build_model, count_parameters
+from translator.plots import plot_training_curves
+from translator.search import decode
+from translator.tokenizer import Tokenizer
+
+log = logging.getLogger("translator.training")
+
+# Sections that define the model; they must match the checkpoint when resuming with a new config.
+FROZEN_SECTIONS = ("data", "tokenizer", "model")
+
+
+@dataclass
+class EncodedSet:
+    """Examples with their token ids, ready to batch."""
+
+    examples: list[Example]
+    sources: list[list[int]]
+    targets: list[list[int]]
+
+    @property
+    def lengths(self) -> list[tuple[int, int]]:
+        return [(len(s), len(t) + 1) for s, t in zip(self.sources, self.targets)]
+
+    def batch(self, indices: list[int], tokenizer: Tokenizer) -> Batch:
+        return collate(
+            [self.sources[i] for i in indices],
+            [self.targets[i] for i in indices],
+            tokenizer.pad_id,
+            tokenizer.bos_id,
+            tokenizer.eos_id,
+            indices,
+        )
+
+
+def encode_examples(examples: list[Example], tokenizer: Tokenizer, max_tokens: int,
+                    context_encoding: str = "separator") -> EncodedSet:
+    """Tokenize examples, dropping those whose source or target is longer than `max_tokens` pieces."""
+    kept = EncodedSet([], [], [])
+    for example in examples:
+        source = tokenizer.encode_source(example.src, example.tgt_lang, example.context or None, context_encoding)
+        target = tokenizer.encode_target(example.tgt)
+        if len(source) <= max_tokens and len(target) + 1 <= max_tokens and target:
+            kept.examples.append(example)
+            kept.sources.append(source)
+            kept.targets.append(target)
+    return kept
+
+
+def load_examples(data: DataConfig, seed: int) -> tuple[list[Example], list[Example]]:
+    """All training and dev examples: parallel corpora (each direction), glossary pairs and the
+    phrase corpus (repeated `phrase_repeat` times). Dev examples never appear in training."""
+    directions = data.directions
+    train: list[Example] = []
+    dev: list[Example] = []
+    if data.train:
+        train_pairs, dev_pairs = load_training_data(data, seed)
+        train += make_examples(train_pairs, directions)
+        dev += make_examples(dev_pairs, directions)
+    rows = [row for spec in data.phrases for row in read_phrase_corpus(spec)]
+    if data.glossary:
+        # Words the phrase corpus teaches sense by sense stay out of the glossary.
+        ambiguous = {row.word.lower() for row in rows if row.word}
+        glossary = [pair for spec in data.glossary for pair in read_glossary(spec, ambiguous, ambiguous)]
+        train += make_examples(clean_pairs(glossary, data.max_chars), directions)
+    phrases = phrase_examples(rows, directions, data.reverse_phrases, data.lowercase)
+    dev_rows = [row for spec in data.phrases_dev for row in read_phrase_corpus(spec)]
+    dev += phrase_examples(dev_rows, directions, reverse_plain=False, lowercase=data.lowercase)
+    train += phrases * data.phrase_repeat
+    held_out = set(dev)
+    train = [example for example in train if example not in held_out]
+    if not dev:
+        raise ConfigError("data: no dev examples (give data.dev, data.phrases_dev, or data.train to split)")
+    return train, dev
+
+
+@dataclass
+class TrainingState:
+    """Everything besides weights and optimizer that `--resume` needs."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already trained on
+    best_score: float = -1.0  # best dev value of training.best_metric
+    validations_without_improvement: int = 0
+    best_checkpoints: list[list[Any]] = field(default_factory=list)  # [score, step, filename]
+    last_validated_step: int = -1
+
+
+def sequence_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float, pad_id: int) -> torch.Tensor:
+    """Mean token cross-entropy (with label smoothing) over the non-pad target tokens."""
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        batch.tgt_out.reshape(-1),
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
+        reduction="sum",
+    )
+    return loss / max(batch.n_tokens, 1)
+
+
+def build_optimizer(model: Seq2Seq, config: Config) -> torch.optim.Optimizer:
+    t = config.training
+    return torch.optim.Adam(model.parameters(), lr=t.learning_rate, betas=t.betas, weight_decay=t.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> Optional[Any]:
+    t = config.training
+    if t.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_learning_rate
+        )
+    if t.scheduler == "warmup":
+        floor = t.min_learning_rate / t.learning_rate
+
+        def warmup_then_inverse_sqrt(step: int) -> float:
+            step += 1
+            return max(floor, min(step / t.warmup_steps, math.sqrt(t.warmup_steps / step)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_inverse_sqrt)
+    return None
+
+
+def rng_states() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(_as_tuple(states["python"]))
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class Trainer:
+    def __init__(self, config: Config, output_dir: Path, resume: Optional[dict[str, Any]] = None):
+        self.config, self.output_dir = config, output_dir
+        t = config.training
+        torch.set_num_threads(t.num_threads or os.cpu_count() or 1)
+        random.seed(t.seed)
+        torch.manual_seed(t.seed)
+
+        train_examples, dev_examples = load_examples(config.data, t.seed)
+        if resume is not None:
+            self.tokenizer = Tokenizer.from_proto(resume["tokenizer"])
+        else:
+            texts = [text for e in train_examples for text in (e.src, e.tgt, e.context) if text]
+            self.tokenizer = Tokenizer.train(texts, config.tokenizer, seed=t.seed)
+        encoding = config.data.context_encoding
+        self.train_set = encode_examples(train_examples, self.tokenizer, config.data.max_tokens, encoding)
+        self.dev_set = encode_examples(dev_examples, self.tokenizer, 10**9, encoding)
+        if not self.train_set.examples:
+            raise ConfigError(f"data.max_tokens: {config.data.max_tokens} leaves no training example")
+
+        self.model = build_model(config.model, self.tokenizer.vocab_size, self.tokenizer.pad_id, seed=t.seed)
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.state = TrainingState()
+        if resume is not None:
+            self._restore(resume)
+        self.stop_requested = False
+        self.writer = None
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def _restore(self, payload: dict[str, Any]) -> None:
+        training = payload.get("training")
+        if not training:
+            raise ConfigError("--resume: this checkpoint has no training state (it is an inference-only model)")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(training["optimizer"])
+        if self.scheduler is not None and training.get("scheduler") is not None:
+            self.scheduler.load_state_dict(training["scheduler"])
+        self.state = TrainingState(**training["state"])
+        restore_rng_states(training["rng"])
+
+    def save(self, name: str) -> Path:
+        path = self.output_dir / name
+        training = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "state": self.state.__dict__.copy(),
+            "rng": rng_states(),
+        }
+        metrics = {"step": self.state.step, "best_metric": self.config.training.best_metric,
+                   "best_score": self.state.best_score}
+        save_checkpoint(path, self.model.state_dict(), self.config.to_dict(), self.tokenizer.proto, training, metrics)
+        return path
+
+    def _keep_best(self, score: float) -> None:
+        """Keep the N best step checkpoints by dev `best_metric`."""
+        name = f"step-{self.state.step:07d}.pt"
+        self.state.best_checkpoints.append([score, self.state.step, name])
+        self.state.best_checkpoints.sort(key=lambda item: (-item[0], item[1]))
+        dropped = self.state.best_checkpoints[self.config.training.keep_best :]
+        self.state.best_checkpoints = self.state.best_checkpoints[: self.config.training.keep_best]
+        if any(item[2] == name for item in self.state.best_checkpoints):
+            self.save(name)
+        for _, _, old in dropped:
+            (self.output_dir / old).unlink(missing_ok=True)
+
+    # --- one step ------------------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> tuple[float, float]:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        t = self.config.training
+        logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in, t.teacher_forcing)
+        loss = sequence_loss(logits, batch, t.label_smoothing, self.tokenizer.pad_id)
+        loss.backward()
+        # The norm is always measured (and logged); it is clipped only when clip_norm > 0.
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm if t.clip_norm > 0 else float("inf"))
+        self.optimizer.step()
+        if self.config.training.scheduler == "warmup":
+            self.scheduler.step()
+        return loss.item(), norm.item()
+
+    # --- validation ----------------------------------------------------------------------------
+    def validate(self) -> dict[str, Any]:
+        """Dev loss (no smoothing), greedy BLEU/chrF per direction and overall, and example lines."""
+        self.model.eval()
+        dev = self.dev_set
+        total_loss, total_tokens = 0.0, 0
+        hypotheses: list[str] = [""] * len(dev.examples)
+        batches = make_batches(dev.lengths, self.config.training.batch_tokens, 0, 0, shuffle=False)
+        with torch.inference_mode():
+            for indices in batches:
+                batch = dev.batch(indices, self.tokenizer)
+                logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+                total_loss += float(sequence_loss(logits, batch, 0.0, self.tokenizer.pad_id)) * batch.n_tokens
+                total_tokens += batch.n_tokens
+                hyps = decode(self.model, batch.src, batch.src_lengths, self.tokenizer.bos_id, self.tokenizer.eos_id,
+                              max_ratio=self.config.training.dev_max_ratio)
+                for i, nbest in zip(indices, hyps):
+                    hypotheses[i] = self.tokenizer.decode(nbest[0].tokens)
+        dev_loss = total_loss / max(total_tokens, 1)
+        result: dict[str, Any] = {"step": self.state.step, "dev_loss": round(dev_loss, 4), "dev_ppl": round(math.exp(min(dev_loss, 50)), 2)}
+        directions = sorted({f"{e.src_lang}-{e.tgt_lang}" for e in dev.examples})
+        bleus, chrfs = [], []
+        for direction in directions:
+            rows = [i for i, e in enumerate(dev.examples) if f"{e.src_lang}-{e.tgt_lang}" == direction]
+            scores = score_corpus([hypotheses[i] for i in rows], [dev.examples[i].tgt for i in rows])
+            result[f"bleu_{direction}"], result[f"chrf_{direction}"] = scores.bleu, scores.chrf
+            bleus.append(scores.bleu)
+            chrfs.append(scores.chrf)
+        result["bleu"] = round(sum(bleus) / len(bleus), 2)
+        result["chrf"] = round(sum(chrfs) / len(chrfs), 2)
+        # Corpus BLEU is 0 on word/phrase-only dev sets (no 4-grams); exact match is telling there.
+        exact = sum(hypotheses[i] == e.tgt for i, e in enumerate(dev.examples))
+        result["exact"] = round(100.0 * exact / max(len(dev.examples), 1), 2)
+        result["examples"] = [
+            {"source": dev.examples[i].src, "reference": dev.examples[i].tgt, "hypothesis": hypotheses[i]}
+            for i in _spread(len(dev.examples), self.config.training.dev_examples)
+        ]
+        return result
+
+    def _after_validation(self, result: dict[str, Any]) -> bool:
+        """Update best/patience/scheduler from a scheduled validation; returns True to stop early."""
+        score = result[self.config.training.best_metric]
+        self.state.last_validated_step = self.state.step
+        if self.scheduler is not None and self.config.training.scheduler == "plateau":
+            self.scheduler.step(score)
+        if score > self.state.best_score:
+            self.state.best_score = score
+            self.state.validations_without_improvement = 0
+            self.save("best.pt")
+        else:
+            self.state.validations_without_improvement += 1
+        self._keep_best(score)
+        patience = self.config.training.patience
+        return patience > 0 and self.state.validations_without_improvement >= patience
+
+    # --- the loop ------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        t = self.config.training
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.output_dir / "config.yaml")
+        metrics = MetricsLog(self.output_dir, self.state.step)
+        log.info("model: %s parameters; %d training and %d dev examples; vocabulary %d",
+                 f"{count_parameters(self.model):,}", len(self.train_set.examples), len(self.dev_set.examples),
+                 self.tokenizer.vocab_size)
+        previous_handler = signal.signal(signal.SIGINT, self._request_stop)
+        started = time.monotonic()
+        stop_reason = "max_steps"
+        progress = tqdm(total=t.max_steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True,
+                        disable=None)
+        window_tokens, window_start = 0, time.monotonic()
+        try:
+            while self.state.step < t.max_steps:
+                if self.state.epoch >= t.max_epochs:
+                    stop_reason = "max_epochs"
+                    break
+                batches = make_batches(self.train_set.lengths, t.batch_tokens, t.seed, self.state.epoch)
+                while self.state.batch_in_epoch < len(batches) and self.state.step < t.max_steps:
+                    batch = self.train_set.batch(batches[self.state.batch_in_epoch], self.tokenizer)
+                    loss, norm = self.train_step(batch)
+                    self.state.step += 1
+                    self.state.batch_in_epoch += 1
+                    window_tokens += batch.n_tokens
+                    progress.update(1)
+                    step = self.state.step
+                    if step % t.log_every == 0:
+                        elapsed = max(time.monotonic() - window_start, 1e-9)
+                        entry = {"step": step, "epoch": self.state.epoch, "loss": round(loss, 4),
+                                 "grad_norm": round(norm, 4), "lr": self.learning_rate,
+                                 "tokens_per_sec": round(window_tokens / elapsed, 1)}
+                        metrics.write("train", entry)
+                        progress.set_postfix(loss=f"{loss:.3f}", tok_s=f"{entry['tokens_per_sec']:.0f}",
+                                             lr=f"{self.learning_rate:.2e}", gnorm=f"{norm:.2f}")
+                        if progress.disable:  # no terminal (e.g. output to a log file): log a line instead
+                            log.info("step %d  loss %.4f  %s tok/s  lr %.2e  grad norm %.3f", step, loss,
+                                     entry["tokens_per_sec"], self.learning_rate, norm)
+                        window_tokens, window_start = 0, time.monotonic()
+                    if step % t.validate_every == 0:
+                        result = self.validate()
+                        metrics.write("dev", result)
+                        _log_validation(result)
+                        if self._after_validation(result):
+                            stop_reason = "early_stopping"
+                    if step % t.save_every == 0:
+                        self.save("last.pt")
+                    if t.max_minutes and time.monotonic() - started > t.max_minutes * 60:
+                        stop_reason = "time_budget"
+                    if self.stop_requested:
+                        stop_reason = "interrupted"
+                    if stop_reason not in ("max_steps", "max_epochs"):
+                        raise _StopTraining
+                if self.state.batch_in_epoch >= len(batches):
+                    self.state.epoch += 1
+                    self.state.batch_in_epoch = 0
+        except _StopTraining:
+            pass
+        finally:
+            progress.close()
+            signal.signal(signal.SIGINT, previous_handler)
+        self.save("last.pt")
+        final = None
+        if stop_reason != "interrupted" and self.state.last_validated_step != self.state.step:
+            # A report-only validation: it changes no training state, so resuming stays exact.
+            final = self.validate()
+            metrics.write("dev", {**final, "final": True})
+            _log_validation(final)
+        metrics.close()
+        plot_training_curves(metrics.path, self.output_dir / "training_curves.png")
+        summary = {
+            "stop_reason": stop_reason,
+            "steps": self.state.step,
+            "epochs_completed": self.state.epoch,
+            "minutes": round((time.monotonic() - started) / 60, 2),
+            "best_metric": self.config.training.best_metric,
+            "best_score": self.state.best_score,
+            "final": {k: v for k, v in (final or metrics.last_dev or {}).items() if k != "examples"},
+            "output_dir": str(self.output_dir),
+        }
+        atomic_write_text(self.output_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        return summary
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if self.stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        tqdm.write("interrupt: finishing this step, saving last.pt and stopping (Ctrl-C again to abort)")
+
+
+class _StopTraining(Exception):
+    pass
+
+
+class MetricsLog:
+    """Metrics to a JSONL file (always) and TensorBoard (when installed)."""
+
+    def __init__(self, output_dir: Path, resume_step: int):
+        self.path = output_dir / "metrics.jsonl"
+        self.last_dev: Optional[dict[str, Any]] = None
+        # On resume, forget entries logged after the checkpoint so the curves show one history.
+        if self.path.exists():
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        self.handle = open(self.path, "a", encoding="utf-8")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer: Any = SummaryWriter(str(output_dir / "tensorboard"))
+        except ImportError:  # tensorboard is optional
+            self.writer = None
+
+    def write(self, kind: str, entry: dict[str, Any]) -> None:
+        self.handle.write(json.dumps({"kind": kind, **entry, "time": round(time.time(), 3)}, ensure_ascii=False) + "\n")
+        self.handle.flush()
+        if kind == "dev":
+            self.last_dev = entry
+        if self.writer is not None:
+            for key, value in entry.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(f"{kind}/{key}", value, entry["step"])
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _log_validation(result: dict[str, Any]) -> None:
+    scores = "  ".join(f"{k} {v}" for k, v in result.items() if k.startswith(("bleu", "chrf", "exact")))
+    tqdm.write(f"[step {result['step']}] dev loss {result['dev_loss']:.3f}  ppl {result['dev_ppl']}  {scores}")
+    for example in result.get("examples", []):
+        tqdm.write(f"  src: {example['source']}\n  ref: {example['reference']}\n  hyp: {example['hypothesis']}")
+
+
+def _spread(total: int, count: int) -> list[int]:
+    """`count` indices spread evenly over range(total): the same dev examples every validation."""
+    if total == 0 or count == 0:
+        return []
+    count = min(count, total)
+    return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+def train(config: Config, output_dir: str | Path, resume: Optional[str | Path] = None) -> dict[str, Any]:
+    """Train from a config; with `resume`, continue exactly from a checkpoint's training state."""
+    payload = None
+    if resume is not None:
+        payload = load_checkpoint(resume)
+        check_resume_config(config, config_from_dict(payload["config"]))
+    return Trainer(config, Path(output_dir), payload).train()
+
+
+def check_resume_config(config: Config, saved: Config) -> None:
+    """The data, tokenizer and model sections must match the checkpoint; training settings may change."""
+    new, old = config.to_dict(), saved.to_dict()
+    for section in FROZEN_SECTIONS:
+        for key, value in new[section].items():
+            if old[section].get(key) != value:
+                raise ConfigError(f"{section}.{key}: {value!r} differs from the checkpoint's {old[section].get(key)!r}; "
+                                  "only training settings may change on --resume")
