@@ -160,3 +160,51 @@ def en_ko_only_model(tmp_path_factory, trained_model) -> Path:
     path = tmp_path_factory.mktemp("en-ko-only") / "model.pt"
     save_checkpoint(path, payload["model"], config, payload["tokenizer"], None, payload["metrics"])
     return path
+
+
+# --- a tiny model trained with contexts (the word-in-context path) --------------------------------------
+
+PHRASE_HEADER = "src_lang\ttgt_lang\ttext\tcontext\ttranslation\tsense"
+# The same words in different contexts must get different translations.
+CONTEXT_ROWS: list[tuple[str, str, str, str, str, str]] = [
+    ("en", "ko", "bat", "A bat flew out of the cave", "박쥐", "bat/animal"),
+    ("en", "ko", "bat", "the bat hangs upside down", "박쥐", "bat/animal"),
+    ("en", "ko", "bat", "He swung the bat hard", "방망이", "bat/club"),
+    ("en", "ko", "bat", "a wooden baseball bat", "방망이", "bat/club"),
+    ("en", "ko", "bat", "", "박쥐", "bat/animal"),
+    ("ko", "en", "배", "배를 타고 섬에 갔다", "ship", "배/ship"),
+    ("ko", "en", "배", "항구에 배가 들어왔다", "ship", "배/ship"),
+    ("ko", "en", "배", "배가 아파서 병원에 갔다", "stomach", "배/stomach"),
+    ("ko", "en", "배", "배가 고파요", "stomach", "배/stomach"),
+    ("ko", "en", "배", "", "stomach", "배/stomach"),
+    ("en", "ko", "baseball bat", "", "야구 방망이", "-"),
+    ("en", "ko", "river bank", "", "강둑", "-"),
+]
+
+
+def write_phrases(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(PHRASE_HEADER + "\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@dataclass
+class ContextModel:
+    path: Path
+    rows: list[tuple[str, str, str, str, str, str]]
+
+
+@pytest.fixture(scope="session")
+def context_model(tmp_path_factory, corpus) -> ContextModel:
+    """A tiny model trained on the 50 pairs plus `CONTEXT_ROWS` (inline context encoding)."""
+    from translator.training import train
+
+    root = tmp_path_factory.mktemp("context")
+    phrases = write_phrases(root / "phrases.tsv", CONTEXT_ROWS)
+    config = config_from_dict(tiny_config_dict(
+        corpus.train, corpus.dev,
+        data={"phrases": [str(phrases)], "phrase_repeat": 2, "context_encoding": "inline"},
+        training={"max_steps": OVERFIT_STEPS, "validate_every": 125, "save_every": 125, "log_every": 25},
+    ))
+    train(config, root / "run")
+    return ContextModel(root / "run" / "last.pt", list(CONTEXT_ROWS))

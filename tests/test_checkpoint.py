@@ -269,3 +269,21 @@ def test_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
     message = assert_one_line_error(path, "not a readable checkpoint")
     assert not marker.exists()
     assert "open" in message  # the reason names what was refused, not just torch's generic advice
+
+
+def test_export_drops_training_state_and_stores_fp16(tmp_path, trained_model):
+    from translator.checkpoint import export_checkpoint
+    from translator.prediction import Translator
+
+    target = tmp_path / "exported.pt"
+    export_checkpoint(trained_model.path, target, "float16")
+    payload = load_checkpoint(target)
+    assert payload["training"] is None
+    assert all(v.dtype == torch.float16 for v in payload["model"].values() if v.is_floating_point())
+    assert target.stat().st_size < 0.6 * trained_model.path.stat().st_size
+    texts = [en for en, _ in trained_model.pairs[:20]]
+    original = Translator.load(trained_model.path).translate(texts, "en", "ko", beam=1)
+    exported = Translator.load(target).translate(texts, "en", "ko", beam=1)
+    assert [r.text for r in exported] == [r.text for r in original]
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        export_checkpoint(trained_model.path, tmp_path / "x.pt", "int4")

@@ -311,3 +311,9 @@ def test_save_config_keeps_korean_text_readable(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert "한영" in text and "말뭉치.tsv" in text
     assert load_config(path) == config
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")))
+def test_shipped_configs_load(path):
+    config = load_config(path)
+    assert config.name == Path(path).stem

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
 from translator.config import CorpusSpec, DataConfig  # noqa: E402
 from translator.data import (  # noqa: E402
     DataError,

@@ -100,3 +100,57 @@ def test_evaluate_model_refuses_test_together_with_src_ref(trained_model, tsv, t
     with pytest.raises(ValueError, match="either --test or --src/--ref"):
         evaluate_model(trained_model.path, test=str(test), src=str(test), ref=str(test), output=tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+# --- word-in-context disambiguation ----------------------------------------------------------------------
+
+from translator.data import DataError  # noqa: E402
+from translator.evaluation import evaluate_disambiguation, is_accepted, read_disambiguation  # noqa: E402
+
+DISAMBIGUATION_HEADER = "src_lang\ttgt_lang\ttext\tcontext\taccepted"
+
+
+@pytest.mark.parametrize("output, accepted, lang, expected", [
+    ("야구 방망이", ["방망이", "배트"], "ko", True),  # Korean: substring
+    ("방망이로", ["방망이"], "ko", True),  # particles attach to the noun
+    ("박쥐", ["방망이", "배트"], "ko", False),
+    ("a ship", ["ship", "boat"], "en", True),  # English: whole word
+    ("The Boat.", ["ship", "boat"], "en", True),  # case-insensitive, punctuation is a boundary
+    ("boats", ["boat"], "en", False),  # not a whole-word match
+    ("steamship", ["ship"], "en", False),
+    ("baseball bat", ["baseball bat"], "en", True),  # phrases too
+])
+def test_acceptance_rules(output, accepted, lang, expected):
+    assert is_accepted(output, accepted, lang) is expected
+
+
+def test_read_disambiguation_parses_forms_and_rejects_bad_rows(tmp_path):
+    good = tmp_path / "good.tsv"
+    good.write_text(DISAMBIGUATION_HEADER + "\nen\tko\tbat\tA bat flew\t박쥐\nko\ten\t배\t\tship| boat \n", encoding="utf-8")
+    cases = read_disambiguation(good)
+    assert [c.accepted for c in cases] == [["박쥐"], ["ship", "boat"]]
+    assert cases[1].context == "" and cases[1].line == 3
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(DISAMBIGUATION_HEADER + "\nen\tko\tbat\tA bat flew\t\n", encoding="utf-8")
+    with pytest.raises(DataError, match="line 2: text and accepted must not be empty"):
+        read_disambiguation(bad)
+    bad.write_text("src\ttgt\ttext\n", encoding="utf-8")
+    with pytest.raises(DataError, match="line 1: expected the header"):
+        read_disambiguation(bad)
+
+
+def test_evaluate_disambiguation_reports_accuracy_per_direction_word_and_failures(context_model, tmp_path):
+    test = tmp_path / "cases.tsv"
+    rows = [r for r in context_model.rows if r[5] != "-"]
+    lines = [DISAMBIGUATION_HEADER] + [f"{s}\t{t}\t{text}\t{ctx}\t{tr}" for s, t, text, ctx, tr, _ in rows]
+    lines.append("en\tko\tbat\tHe swung the bat hard\t박쥐")  # deliberately wrong: must be a failure
+    test.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = evaluate_disambiguation(context_model.path, test, beam=3, output=tmp_path / "report.json")
+    assert report["overall"]["total"] == len(rows) + 1
+    assert report["directions"]["en-ko"]["total"] == 6 and report["directions"]["ko-en"]["total"] == 5
+    assert set(report["words"]) == {"en-ko bat", "ko-en 배"}
+    failures = report["failures"]
+    assert any(f["line"] == len(lines) and f["accepted"] == ["박쥐"] for f in failures)
+    # The model memorised its contexts: every real case is right, so the planted one is the only failure.
+    assert len(failures) == 1 and report["overall"]["correct"] == len(rows)
+    assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8")) == report

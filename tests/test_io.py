@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -163,3 +165,12 @@ def test_temp_file_lives_next_to_the_target(tmp_path):
     assert len(names) == 2 and "out.txt" in names  # the temp file sits beside the target
     assert sorted(p.name for p in path.parent.iterdir()) == ["out.txt"]
     assert path.read_bytes() == b"new"
+
+
+def test_atomic_write_respects_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644

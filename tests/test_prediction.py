@@ -137,3 +137,28 @@ def test_half_precision_checkpoint_translates_like_float32(translator, trained_m
         full = [r.text for r in translator.translate(texts, source, target, beam=1)]
         halved = [r.text for r in loaded.translate(texts, source, target, beam=1)]
         assert halved == full
+
+
+# --- the context path ------------------------------------------------------------------------------------
+
+def test_context_picks_the_sense(context_model):
+    """The same word translates differently in different contexts (the model reads the context)."""
+    from translator.prediction import Translator
+
+    translator = Translator.load(context_model.path)
+    [cave, swing] = translator.translate(["bat", "bat"], "en", "ko", beam=3,
+                                         context=["A bat flew out of the cave", "He swung the bat hard"])
+    assert cave.text == "박쥐" and swing.text == "방망이"
+    [ship, stomach] = translator.translate(["배", "배"], "ko", "en", beam=3,
+                                           context=["배를 타고 섬에 갔다", "배가 아파서 병원에 갔다"])
+    assert ship.text == "ship" and stomach.text == "stomach"
+
+
+def test_without_context_the_default_sense_comes_first_with_alternatives(context_model):
+    from translator.prediction import Translator
+
+    translator = Translator.load(context_model.path)
+    [bare] = translator.translate("bat", "en", "ko", beam=5, n_best=5)
+    assert bare.text == "박쥐"  # the corpus's context-free row
+    assert bare.alternatives and all(a.text != bare.text for a in bare.alternatives)
+    assert all(a.score <= bare.score for a in bare.alternatives)

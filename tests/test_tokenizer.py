@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 import pickle
-from pathlib import Path
 
 import pytest
 import sentencepiece as spm
-
 
 from translator.config import TokenizerConfig  # noqa: E402
 from translator.data import CONTEXT_SEPARATOR, TAGS, normalize  # noqa: E402
@@ -145,3 +143,35 @@ def test_training_is_quiet_and_leaves_no_files(tmp_path, monkeypatch, capfd):
 def test_no_text_is_an_error():
     with pytest.raises(TokenizerError, match="no text"):
         Tokenizer.train(["", "  "], TokenizerConfig())
+
+
+# --- context encodings ---------------------------------------------------------------------------------
+
+def test_separator_encoding_puts_context_after_the_text(tokenizer):
+    ids = tokenizer.encode_source("bat", "ko", "I love you.", context_encoding="separator")
+    sep = tokenizer.separator_id
+    assert ids[0] == tokenizer.tag_id("ko") and ids[-1] == EOS_ID
+    assert ids[1 : ids.index(sep)] == tokenizer.encode("bat")
+    assert ids[ids.index(sep) + 1 : -1] == tokenizer.encode("I love you.")
+
+
+def test_inline_encoding_marks_the_text_inside_its_context(tokenizer):
+    start, end = (tokenizer._sp.piece_to_id(s) for s in ("<p>", "</p>"))
+    ids = tokenizer.encode_source("Station", "ko", "Where is the station?", context_encoding="inline")
+    assert tokenizer.separator_id not in ids
+    assert ids.count(start) == 1 and ids.count(end) == 1
+    inner = ids[ids.index(start) + 1 : ids.index(end)]
+    assert inner == tokenizer.encode("Station")  # the text as given, found case-insensitively
+    assert ids[1 : ids.index(start)] == tokenizer.encode("Where is the ")
+    # Markers never show up in decoded text.
+    assert "<p>" not in tokenizer.decode(ids) and "Station" in tokenizer.decode(ids)
+
+
+def test_inline_encoding_falls_back_to_separator_when_context_lacks_the_text(tokenizer):
+    inline = tokenizer.encode_source("cat", "ko", "Where is the station?", context_encoding="inline")
+    separator = tokenizer.encode_source("cat", "ko", "Where is the station?", context_encoding="separator")
+    assert inline == separator
+
+
+def test_no_context_is_the_same_in_both_encodings(tokenizer):
+    assert tokenizer.encode_source("고양이", "en", None, "inline") == tokenizer.encode_source("고양이", "en", None, "separator")

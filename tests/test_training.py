@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from translator.checkpoint import load_checkpoint
-from translator.config import ConfigError, load_config
+from translator.config import ConfigError, config_from_dict, load_config
 from translator.data import make_batches
 from translator.training import Trainer, train
 
@@ -312,3 +312,27 @@ def test_plateau_scheduler_cuts_the_rate_at_validations_down_to_the_floor(tmp_pa
     for previous, current in zip(train_entries, train_entries[1:]):
         if current["lr"] != previous["lr"]:
             assert previous["step"] in validation_steps  # cut only right after a validation
+
+
+def test_load_examples_merges_corpora_phrases_and_glossary_and_holds_out_dev(tmp_path, corpus):
+    from conftest import tiny_config_dict, write_phrases
+
+    from translator.training import load_examples
+
+    phrases = write_phrases(tmp_path / "p.tsv", [
+        ("en", "ko", "bat", "A bat flew out of the cave", "박쥐", "bat/animal"),
+        ("en", "ko", "river bank", "", "강둑", "-"),
+    ])
+    phrases_dev = write_phrases(tmp_path / "d.tsv", [("en", "ko", "bat", "a bat in the attic", "박쥐", "bat/animal")])
+    glossary = tmp_path / "g.tsv"
+    glossary.write_text("korean\tenglish_gloss\tpos_code\tlevel\n수도꼭지\tA faucet,tap\t1\tC\n배트\tBat\t1\tC\n",
+                        encoding="utf-8")
+    config = config_from_dict(tiny_config_dict(corpus.train, corpus.dev, data={
+        "phrases": [str(phrases)], "phrases_dev": [str(phrases_dev)], "glossary": [str(glossary)], "phrase_repeat": 3}))
+    train, dev = load_examples(config.data, seed=1)
+    assert sum(e.src == "river bank" for e in train) == 3  # repeated phrase_repeat times
+    assert sum(e.src == "강둑" and e.tgt_lang == "en" for e in train) == 3  # plain phrases train both ways
+    assert any(e.src == "faucet" and e.tgt == "수도꼭지" for e in train)
+    assert not any("배트" in (e.src, e.tgt) for e in train)  # 'bat' is taught in context, not by the glossary
+    assert any(e.context == "a bat in the attic" for e in dev) and not any(e.context == "a bat in the attic" for e in train)
+    assert len([e for e in dev if not e.context]) == 2 * len(corpus.dev_pairs)

@@ -82,3 +82,16 @@ def _first_reason(err: BaseException) -> str:
         if not line.startswith(generic):
             return line[:160]
     return lines[0][:160] if lines else type(err).__name__
+
+
+def export_checkpoint(source: str | Path, target: str | Path, dtype: str = "float16") -> dict[str, Any]:
+    """Write an inference-only copy of a checkpoint: no optimizer or training state, floating weights
+    stored as `dtype` (float16 halves the size; `Translator.load` computes in float32 either way)."""
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
+    payload = load_checkpoint(source)
+    weights = {k: v.to(dtypes[dtype]) if v.is_floating_point() else v for k, v in payload["model"].items()}
+    metrics = {**payload.get("metrics", {}), "exported_from": str(source), "dtype": dtype}
+    save_checkpoint(target, weights, payload["config"], payload["tokenizer"], None, metrics)
+    return metrics

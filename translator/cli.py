@@ -15,12 +15,13 @@ from typing import Optional, Sequence
 from translator.checkpoint import CheckpointError
 from translator.config import LANGUAGES, ConfigError
 from translator.data import DataError
+from translator.prediction import DEFAULT_MODEL
 from translator.tokenizer import TokenizerError
 
 # Errors that mean "the user asked for something impossible": one line, exit 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, TokenizerError, CheckpointError, ValueError, OSError)
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default" / "model.pt"
+
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -85,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", type=Path, default=Path("evaluation.json"),
                           help="JSON report (default: evaluation.json); hypotheses go beside it as NAME.SRC-TGT.hyp")
     evaluate.set_defaults(run=run_evaluate)
+
+    export = commands.add_parser("export", help="write an inference-only (optionally fp16) copy of a checkpoint",
+                                 description="Drop optimizer and training state and store weights as --dtype.")
+    export.add_argument("--model", type=Path, required=True, help="checkpoint to export (e.g. runs/NAME/best.pt)")
+    export.add_argument("--output", type=Path, required=True, help="where to write the exported model")
+    export.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float16",
+                        help="storage type of the weights (default: float16)")
+    export.set_defaults(run=run_export)
     return parser
 
 
@@ -123,7 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
     scores = "  ".join(f"{k} {v}" for k, v in final.items() if k.startswith(("bleu", "chrf", "exact")))
     print(f"done ({summary['stop_reason']}) after {summary['steps']} steps in {summary['minutes']} min; "
           f"dev {scores}; best {summary['best_metric']} {summary['best_score']}; checkpoints in {summary['output_dir']}")
-    return 0
+    return 130 if summary["stop_reason"] == "interrupted" else 0
 
 
 # --- translate -------------------------------------------------------------------------------------
@@ -158,6 +167,16 @@ def run_translate(args: argparse.Namespace) -> int:
             from translator.plots import plot_attention
 
             plot_attention(result.alignment, result.source_tokens, result.target_tokens, args.plot_attention / f"attention-{i}.png")
+    return 0
+
+
+# --- export ----------------------------------------------------------------------------------------
+def run_export(args: argparse.Namespace) -> int:
+    from translator.checkpoint import export_checkpoint
+
+    export_checkpoint(args.model, args.output, args.dtype)
+    size = args.output.stat().st_size / 1e6
+    print(f"wrote {args.output} ({size:.1f} MB, {args.dtype} weights, no training state)")
     return 0
 
 

@@ -57,6 +57,8 @@ class DataConfig:
     # How a context sentence is given to the model: "separator" (text <ctx> context) or "inline"
     # (the context with the text marked in place: ... <p> text </p> ...).
     context_encoding: Literal["separator", "inline"] = "separator"
+    # Also train each context row with its context cut to k words either side of the text, per k.
+    context_windows: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -137,6 +139,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.dev_fraction": (lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     "data.dev_max": (lambda v: v >= 1, "must be >= 1"),
     "data.phrase_repeat": (lambda v: v >= 1, "must be >= 1"),
+    "data.context_windows": (lambda v: all(k >= 1 for k in v), "must list window sizes >= 1"),
     "data.directions": (lambda v: len(v) >= 1 and len(set(v)) == len(v), "must list each direction at most once, at least one"),
     "tokenizer.vocab_size": (lambda v: v >= 16, "must be >= 16"),
     "tokenizer.character_coverage": (lambda v: 0.9 <= v <= 1.0, "must be between 0.9 and 1.0"),

@@ -13,8 +13,8 @@ import sacrebleu
 
 from translator.config import LANGUAGES, CorpusSpec
 from translator.data import DataError, normalize, read_aligned_lines, read_corpus
-from translator.phrases import read_table
 from translator.io import atomic_write_text
+from translator.phrases import read_table
 
 
 @dataclass

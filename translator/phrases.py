@@ -78,19 +78,39 @@ def read_phrase_corpus(spec: CorpusSpec) -> list[PhraseRow]:
 
 
 def phrase_examples(rows: Iterable[PhraseRow], directions: Sequence[str], reverse_plain: bool,
-                    lowercase: bool = False) -> list[Example]:
+                    lowercase: bool = False, context_windows: Sequence[int] = ()) -> list[Example]:
     """Examples in each row's own direction; rows without context and without a sense label also
-    teach the reverse direction (a phrase pair is a phrase pair both ways)."""
+    teach the reverse direction (a phrase pair is a phrase pair both ways). For each size k in
+    `context_windows`, a row with context also yields the same example with its context cut to k
+    words either side of the text (users give anything from a collocation to a long sentence)."""
     examples, seen = [], set()
     for row in rows:
         candidates = [row.example(lowercase)]
         if reverse_plain and not row.context and not row.word:
             candidates.append(Example(candidates[0].tgt, candidates[0].src, row.tgt_lang, row.src_lang))
+        for size in context_windows if row.context else ():
+            window = context_window(candidates[0].context, candidates[0].src, size)
+            if window:
+                candidates.append(Example(candidates[0].src, candidates[0].tgt, row.src_lang, row.tgt_lang, window))
         for example in candidates:
             if f"{example.src_lang}-{example.tgt_lang}" in directions and example not in seen:
                 seen.add(example)
                 examples.append(example)
     return examples
+
+
+def context_window(context: str, text: str, size: int) -> str:
+    """The words of `context` within `size` words of the first occurrence of `text` ('' if absent)."""
+    start = context.lower().find(text.lower())
+    if start < 0:
+        return ""
+    before = context[:start].split()
+    after = context[start + len(text):].split()
+    # A text inside a word (배 in 배를) keeps its attached characters with it.
+    head = "" if start == 0 or context[start - 1].isspace() else before.pop()
+    tail = "" if not after or context[start + len(text):][:1].isspace() else after.pop(0)
+    core = head + context[start:start + len(text)] + tail
+    return " ".join(before[max(0, len(before) - size):] + [core] + after[:size])
 
 
 # --- the ezcorean glossary ---------------------------------------------------------------------------

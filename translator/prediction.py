@@ -5,6 +5,7 @@ This is what the CLI and the HTTP service sit on.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,6 +18,9 @@ from translator.data import collate, normalize
 from translator.model import Seq2Seq, build_model
 from translator.search import Hypothesis, decode
 from translator.tokenizer import Tokenizer
+
+# The shipped model (models/default in the repository); TRANSLATOR_MODEL overrides it, e.g. in Docker.
+DEFAULT_MODEL = Path(os.environ.get("TRANSLATOR_MODEL") or Path(__file__).resolve().parent.parent / "models" / "default" / "model.pt")
 
 
 class TranslationError(ValueError):
@@ -49,9 +53,10 @@ class Translator:
         self.directions = set(config.data.directions)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Translator":
-        """Load a checkpoint (any floating dtype stored; computed in float32 on the CPU)."""
-        payload = load_checkpoint(path)
+    def load(cls, path: str | Path | None = None) -> "Translator":
+        """Load a checkpoint, by default the shipped model (any floating dtype stored; computed in
+        float32 on the CPU)."""
+        payload = load_checkpoint(path if path is not None else DEFAULT_MODEL)
         config = config_from_dict(payload["config"])
         tokenizer = Tokenizer.from_proto(payload["tokenizer"])
         model = build_model(config.model, tokenizer.vocab_size, tokenizer.pad_id)

@@ -27,8 +27,8 @@ from translator.config import Config, ConfigError, DataConfig, config_from_dict,
 from translator.data import Batch, Example, clean_pairs, collate, load_training_data, make_batches, make_examples
 from translator.evaluation import score_corpus
 from translator.io import atomic_write_text
-from translator.phrases import phrase_examples, read_glossary, read_phrase_corpus
 from translator.model import Seq2Seq, build_model, count_parameters
+from translator.phrases import phrase_examples, read_glossary, read_phrase_corpus
 from translator.plots import plot_training_curves
 from translator.search import decode
 from translator.tokenizer import Tokenizer
@@ -92,7 +92,7 @@ def load_examples(data: DataConfig, seed: int) -> tuple[list[Example], list[Exam
         ambiguous = {row.word.lower() for row in rows if row.word}
         glossary = [pair for spec in data.glossary for pair in read_glossary(spec, ambiguous, ambiguous)]
         train += make_examples(clean_pairs(glossary, data.max_chars), directions)
-    phrases = phrase_examples(rows, directions, data.reverse_phrases, data.lowercase)
+    phrases = phrase_examples(rows, directions, data.reverse_phrases, data.lowercase, data.context_windows)
     dev_rows = [row for spec in data.phrases_dev for row in read_phrase_corpus(spec)]
     dev += phrase_examples(dev_rows, directions, reverse_plain=False, lowercase=data.lowercase)
     train += phrases * data.phrase_repeat
