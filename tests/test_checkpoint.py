@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import struct
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from translator.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
+from translator.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, load_checkpoint, load_weights, save_checkpoint  # noqa: E402
 from translator.config import Config, config_from_dict  # noqa: E402
 from translator.model import build_model  # noqa: E402
 
@@ -212,6 +214,33 @@ def test_truncated_checkpoint_is_a_checkpoint_error(tmp_path):
         path = tmp_path / f"cut-{cut}.pt"
         path.write_bytes(data[:cut])
         assert_one_line_error(path, "not a readable checkpoint")
+
+
+def test_flipped_bytes_inside_the_weights_are_a_checkpoint_error(tmp_path):
+    """torch.load does not check the archive's CRCs: damaged weights used to load as other numbers."""
+    good = tmp_path / "good.pt"
+    save_good(good)
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as archive:
+        member = next(info for info in archive.infolist() if "/data/" in info.filename and info.file_size >= 64)
+        header = data[member.header_offset : member.header_offset + 30]
+        name_length, extra_length = struct.unpack("<HH", header[26:30])  # the local header's own lengths
+        start = member.header_offset + 30 + name_length + extra_length
+    for i in range(start, start + 16):
+        data[i] ^= 0xFF
+    path = tmp_path / "flipped.pt"
+    path.write_bytes(bytes(data))
+    torch.load(path, weights_only=True)  # what the guard is for: torch itself accepts the file
+    assert_one_line_error(path, "checksum mismatch")
+
+
+def test_weights_that_do_not_fit_the_model_are_a_checkpoint_error(tmp_path):
+    other = build_model(config_from_dict({**tiny_config().to_dict(), "model": {**tiny_config().to_dict()["model"], "hidden": 12}}).model, 40, 0)
+    for state in (other.state_dict(), {k: v for k, v in tiny_model().state_dict().items() if "encoder" not in k}):
+        with pytest.raises(CheckpointError) as info:
+            load_weights(tiny_model(), state, "some.pt")
+        message = str(info.value)
+        assert message.startswith("some.pt: the weights do not fit") and "\n" not in message, message
 
 
 @pytest.mark.parametrize(

@@ -229,6 +229,11 @@ def test_wrong_type_message_says_what_was_expected():
         (minimal(tokenizer={"vocab_size": 10}), "tokenizer.vocab_size"),
         (minimal(tokenizer={"type": "wordpiece"}), "tokenizer.type"),
         ({"data": {"train": [{"path": "a", "format": "csv"}]}}, "data.train[0].format"),
+        # YAML .inf/.nan: infinity passed "> 0" rules and trained NaNs without a word.
+        (minimal(training={"learning_rate": float("inf")}), "training.learning_rate"),
+        (minimal(training={"dev_max_ratio": float("inf")}), "training.dev_max_ratio"),
+        (minimal(training={"clip_norm": float("nan")}), "training.clip_norm"),
+        (minimal(training={"betas": [0.9, float("nan")]}), "training.betas[1]"),
     ],
 )
 def test_impossible_values_are_named(raw, key):

@@ -95,6 +95,15 @@ def test_evaluate_model_with_one_direction_and_src_ref_files(trained_model, tsv,
     assert not (tmp_path / "two.ko-en.hyp").exists()
 
 
+def test_evaluate_model_skips_test_pairs_with_an_empty_side(trained_model, tmp_path):
+    """One line without its Korean side used to abort the evaluation with 'empty text'."""
+    test = tmp_path / "holes.tsv"
+    test.write_text("water\t물\nhello\t\n\t책\napple\t사과\n", encoding="utf-8")
+    report = evaluate_model(trained_model.path, test=str(test), beam=1, output=tmp_path / "holes.json")
+    assert {d: r["sentences"] for d, r in report["directions"].items()} == {"en-ko": 2, "ko-en": 2}
+    assert _read_lines(tmp_path / "holes.en-ko.hyp") == ["물", "사과"]
+
+
 def test_evaluate_model_refuses_test_together_with_src_ref(trained_model, tsv, tmp_path):
     test = tsv(tmp_path / "t.tsv", trained_model.pairs[:3])
     with pytest.raises(ValueError, match="either --test or --src/--ref"):

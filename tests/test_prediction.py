@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from translator.checkpoint import load_checkpoint, save_checkpoint
+from translator.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from translator.prediction import Translation, TranslationError, Translator
 
 
@@ -107,6 +107,18 @@ def test_context_is_accepted_as_a_string_or_one_per_text(translator):
     ({"beam": 51}, "beam must be between 1 and 50"),
     ({"beam": 2, "n_best": 3}, "n_best must be between 1 and beam"),
     ({"n_best": 0}, "n_best must be between 1 and beam"),
+    # These used to crash inside the search (IndexError, empty torch.stack) or return None results.
+    ({"max_ratio": -10.0}, "max_ratio must be a finite number > 0"),
+    ({"max_ratio": 0.0, "beam": 1}, "max_ratio must be a finite number > 0"),
+    ({"max_ratio": float("inf")}, "max_ratio must be a finite number > 0"),
+    ({"max_ratio": float("nan")}, "max_ratio must be a finite number > 0"),
+    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"batch_size": -1}, "batch_size must be >= 1"),
+    # And these silently fell back to greedy decoding.
+    ({"temperature": float("nan")}, "temperature must be a finite number >= 0"),
+    ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
+    ({"temperature": 1.0, "top_k": -3}, "top_k must be >= 0"),
+    ({"alpha": float("nan")}, "length penalty must be a finite number"),
 ])
 def test_bad_requests_raise_translation_error(translator, kwargs, message):
     request = {"texts": ["water"], "source": "en", "target": "ko", **kwargs}
@@ -119,6 +131,17 @@ def test_direction_the_model_was_not_trained_for_is_refused(en_ko_only_model):
     assert translator.translate(["water"], "en", "ko", beam=1)[0].text == "물"
     with pytest.raises(TranslationError, match="trained for en-ko, not ko-en"):
         translator.translate(["물"], "ko", "en")
+
+
+def test_checkpoint_whose_weights_do_not_fit_its_config_is_a_checkpoint_error(trained_model, tmp_path):
+    """load_state_dict's RuntimeError used to reach the CLI as a traceback."""
+    payload = load_checkpoint(trained_model.path)
+    config = {**payload["config"], "model": {**payload["config"]["model"], "hidden": 48}}
+    path = tmp_path / "edited.pt"
+    save_checkpoint(path, payload["model"], config, payload["tokenizer"])
+    with pytest.raises(CheckpointError, match="the weights do not fit") as info:
+        Translator.load(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_half_precision_checkpoint_translates_like_float32(translator, trained_model, tmp_path):
@@ -162,3 +185,13 @@ def test_without_context_the_default_sense_comes_first_with_alternatives(context
     assert bare.text == "박쥐"  # the corpus's context-free row
     assert bare.alternatives and all(a.text != bare.text for a in bare.alternatives)
     assert all(a.score <= bare.score for a in bare.alternatives)
+
+
+def test_control_symbols_in_user_text_are_plain_text(translator):
+    """'<p>' in pasted HTML or a literal '<2en>' must not act as the model's markers or tags."""
+    from translator.prediction import strip_control_symbols
+
+    assert strip_control_symbols("<p>water</p> <2en><ctx>").split() == ["water"]
+    [plain] = translator.translate("water", "en", "ko", beam=1)
+    [marked] = translator.translate("<p>water</p><2en>", "en", "ko", beam=1)
+    assert marked.text == plain.text

@@ -325,6 +325,16 @@ def test_decode_limits_output_length_by_max_ratio():
             assert [len(hyps[0].tokens) for hyps in results] == expected
 
 
+@pytest.mark.parametrize("max_ratio", [0.0, -10.0, float("inf"), float("nan")])
+def test_decode_refuses_a_max_ratio_that_allows_no_output(max_ratio):
+    """Limits <= 0 used to run no step: greedy crashed on an empty stack, beam returned no hypothesis."""
+    model = never_ending(seed=1)
+    src, src_lengths = padded_batch(LENGTHS, seed=7)
+    for beam_size in (1, 3):
+        with pytest.raises(ValueError, match="max_ratio"):
+            decode(model, src, src_lengths, BOS, EOS, beam_size=beam_size, max_ratio=max_ratio)
+
+
 # ---------------------------------------------------------------------------------------------------
 # sampling
 

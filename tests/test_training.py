@@ -14,7 +14,7 @@ import torch
 from translator.checkpoint import load_checkpoint
 from translator.config import ConfigError, config_from_dict, load_config
 from translator.data import make_batches
-from translator.training import Trainer, train
+from translator.training import MetricsLog, Trainer, train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -156,6 +156,34 @@ def test_resume_with_a_different_model_section_names_the_key(trained_model, make
     assert message.startswith("model.hidden:") and "48" in message and "32" in message
     assert "\n" not in message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key,value", [
+    ("scheduler", "plateau"),  # used to load one scheduler's state into another: KeyError or silent garbage
+    ("learning_rate", 0.001),  # used to be ignored silently: the optimizer state brings back the old rate
+    ("weight_decay", 0.1),
+    ("seed", 2),  # would re-split dev from train: dev pairs already trained on
+    ("best_metric", "chrf"),  # the saved best score is a BLEU value
+])
+def test_resume_refuses_training_settings_it_could_not_honour(trained_model, make_config, tmp_path, key, value):
+    changed = make_config(training={"max_steps": 400, key: value})
+    with pytest.raises(ConfigError) as info:
+        train(changed, tmp_path / "out", resume=trained_model.path)
+    message = str(info.value)
+    assert message.startswith(f"training.{key}:") and "cannot change on --resume" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_metrics_log_on_resume_drops_later_and_torn_lines(tmp_path):
+    """A hard kill can leave half a JSON line; resuming used to fail on it with a JSONDecodeError."""
+    path = tmp_path / "metrics.jsonl"
+    lines = ['{"kind": "train", "step": 2, "loss": 1.0}', "", '{"kind": "train", "step": 4, "loss": 0.9}',
+             '{"kind": "dev", "step": 6, "dev_loss": 0.8}', '{"kind": "train", "step": 7, "lo']
+    path.write_text("\n".join(lines), encoding="utf-8")
+    log = MetricsLog(tmp_path, resume_step=4)
+    log.write("train", {"step": 5, "loss": 0.85})
+    log.close()
+    assert [json.loads(line)["step"] for line in path.read_text(encoding="utf-8").splitlines()] == [2, 4, 5]
 
 
 def test_resume_from_an_inference_only_checkpoint_is_refused(en_ko_only_model, tmp_path):

@@ -52,6 +52,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError, struct.error, pickle.UnpicklingError,
@@ -67,6 +68,31 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         if not isinstance(payload.get(key), kind):
             raise CheckpointError(f"{path}: checkpoint is missing its {key}")
     return payload
+
+
+def _check_archive(path: Path) -> None:
+    """Verify the CRC-32 of every member: torch.load does not, so flipped bytes inside the weights
+    would otherwise load silently as different numbers."""
+    if not zipfile.is_zipfile(path):
+        return  # not a zip at all: torch.load below says what is wrong
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt archive: {_first_reason(err)})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupt checkpoint (checksum mismatch in {bad}); re-copy or re-export it")
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load a checkpoint's weights into the model its config describes; a mismatch (edited config,
+    foreign or damaged weights) is a `CheckpointError`, not torch's multi-line RuntimeError."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)  # lines[0] is generic
+        raise CheckpointError(f"{source}: the weights do not fit the model its config describes ({detail[:160]})") from None
 
 
 def _first_reason(err: BaseException) -> str:

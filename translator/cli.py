@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float16",
                         help="storage type of the weights (default: float16)")
     export.set_defaults(run=run_export)
+
+    serve = commands.add_parser("serve", help="serve translations over HTTP (gunicorn)",
+                                description="Start the HTTP translation service (gunicorn with service/gunicorn_conf.py).")
+    _model_argument(serve)
+    serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on (default: 127.0.0.1:8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    serve.add_argument("--threads", type=int, help="threads per worker (default: 4)")
+    serve.set_defaults(run=run_serve)
     return parser
 
 
@@ -220,6 +228,35 @@ def run_disambiguation(args: argparse.Namespace) -> int:
               f"{failure['output']!r} (accepted: {'|'.join(failure['accepted'])})")
     print(f"report: {args.output}")
     return 0
+
+
+# --- serve -----------------------------------------------------------------------------------------
+def run_serve(args: argparse.Namespace) -> int:
+    """Replace this process with the gunicorn master, so signals (HUP reload, TERM, Ctrl-C) reach it directly.
+
+    The service is named by module strings only: the library never imports it.
+    """
+    import importlib.util
+    import os
+
+    if not args.model.is_file():
+        raise CheckpointError(f"{args.model}: no such checkpoint file (train one, or pass --model PATH)")
+    for name in ("workers", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1")
+    if importlib.util.find_spec("gunicorn") is None:
+        raise ValueError("gunicorn is not installed: pip install -e .")
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf", "--bind", args.bind]
+    if args.workers is not None:
+        command += ["--workers", str(args.workers)]
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
+    command.append("service.wsgi:app")
+    environment = dict(os.environ, TRANSLATOR_MODEL=str(args.model.resolve()))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, environment)
+    return 0  # not reached
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ Every key is checked before any work starts: unknown keys, wrong types and impos
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,6 +261,8 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML .inf passes checks like "> 0" (an infinite LR trains NaNs)
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str) or not value:

@@ -77,7 +77,9 @@ def evaluate_model(
     if test is not None:
         if src is not None or ref is not None:
             raise ValueError("give either --test or --src/--ref, not both")
-        pairs = read_corpus(CorpusSpec(path=test))
+        # A pair with an empty side has nothing to translate or nothing to score against (training
+        # drops such pairs too); translating it used to abort the whole evaluation.
+        pairs = [pair for pair in read_corpus(CorpusSpec(path=test)) if pair.en and pair.ko]
         directions = [(source, target)] if source else [tuple(d.split("-")) for d in translator.config.data.directions]
         sets = {f"{s}-{t}": ([getattr(p, s) for p in pairs], [getattr(p, t) for p in pairs]) for s, t in directions}
     else:

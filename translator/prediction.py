@@ -5,16 +5,18 @@ This is what the CLI and the HTTP service sit on.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-from translator.checkpoint import load_checkpoint
+from translator.checkpoint import load_checkpoint, load_weights
 from translator.config import LANGUAGES, Config, config_from_dict
-from translator.data import collate, normalize
+from translator.data import CONTEXT_SEPARATOR, PHRASE_END, PHRASE_START, TAGS, collate, normalize
 from translator.model import Seq2Seq, build_model
 from translator.search import Hypothesis, decode
 from translator.tokenizer import Tokenizer
@@ -56,12 +58,13 @@ class Translator:
     def load(cls, path: str | Path | None = None) -> "Translator":
         """Load a checkpoint, by default the shipped model (any floating dtype stored; computed in
         float32 on the CPU)."""
-        payload = load_checkpoint(path if path is not None else DEFAULT_MODEL)
+        path = path if path is not None else DEFAULT_MODEL
+        payload = load_checkpoint(path)
         config = config_from_dict(payload["config"])
         tokenizer = Tokenizer.from_proto(payload["tokenizer"])
         model = build_model(config.model, tokenizer.vocab_size, tokenizer.pad_id)
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
-        model.load_state_dict(state)
+        load_weights(model, state, path)
         return cls(model, tokenizer, config, model_id=f"{config.name}@{payload.get('metrics', {}).get('step', 0)}")
 
     def check_direction(self, source: str, target: str) -> None:
@@ -103,12 +106,13 @@ class Translator:
             raise TranslationError(f"beam must be between 1 and 50, got {beam}")
         if not 1 <= n_best <= beam and temperature <= 0:
             raise TranslationError(f"n_best must be between 1 and beam ({beam}), got {n_best}")
+        _check_search_options(max_ratio, alpha, temperature, top_k, batch_size)
         lowercase = self.config.data.lowercase
-        cleaned = [normalize(text, lowercase) for text in items]
+        cleaned = [normalize(strip_control_symbols(text), lowercase) for text in items]
         if any(not text for text in cleaned):
             raise TranslationError("empty text: nothing to translate")
         encoded = [
-            self.tokenizer.encode_source(text, target, normalize(ctx, lowercase) if ctx else None,
+            self.tokenizer.encode_source(text, target, normalize(strip_control_symbols(ctx), lowercase) if ctx else None,
                                          self.config.data.context_encoding)
             for text, ctx in zip(cleaned, contexts)
         ]
@@ -147,6 +151,28 @@ class Translator:
             translation.alignment = [[round(w, 4) for w in row] for row in rows[: len(translation.target_tokens)]]
             translation.target_tokens = translation.target_tokens[: len(translation.alignment)]
         return translation
+
+
+_CONTROL_SYMBOLS = re.compile("|".join(re.escape(s) for s in (*TAGS.values(), CONTEXT_SEPARATOR, PHRASE_START, PHRASE_END)))
+
+
+def strip_control_symbols(text: str) -> str:
+    """User text must not smuggle in the model's control tokens (e.g. HTML '<p>' or a '<2en>' tag)."""
+    return _CONTROL_SYMBOLS.sub(" ", text)
+
+
+def _check_search_options(max_ratio: float, alpha: float, temperature: float, top_k: int, batch_size: int) -> None:
+    # Out-of-range values would otherwise crash deep in the search or silently fall back to greedy.
+    if not (math.isfinite(max_ratio) and max_ratio > 0):
+        raise TranslationError(f"max_ratio must be a finite number > 0, got {max_ratio}")
+    if not math.isfinite(alpha):
+        raise TranslationError(f"the length penalty must be a finite number, got {alpha}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise TranslationError(f"temperature must be a finite number >= 0 (0 = no sampling), got {temperature}")
+    if top_k < 0:
+        raise TranslationError(f"top_k must be >= 0 (0 = no limit), got {top_k}")
+    if batch_size < 1:
+        raise TranslationError(f"batch_size must be >= 1, got {batch_size}")
 
 
 def _broadcast_context(context: Optional[str | Sequence[Optional[str]]], count: int) -> list[Optional[str]]:

@@ -6,6 +6,7 @@ token ids (without BOS/EOS), a log-probability score and the attention weights [
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -134,7 +135,7 @@ def beam_search(
         attn_history = torch.cat([attn_history.index_select(0, rows), weights.index_select(0, rows).unsqueeze(1)], dim=1)
         state = state.select(rows)
         scores = top_scores.clone()
-        ended = tokens == eos_id
+        ended = (tokens == eos_id) & torch.isfinite(top_scores)  # a -inf candidate is no hypothesis
         keep = []
         for i, b in enumerate(alive):
             at_limit = step + 1 >= int(limits[b])
@@ -179,6 +180,9 @@ def decode(
     generator: Optional[torch.Generator] = None,
 ) -> list[list[Hypothesis]]:
     """Encode a batch and decode it: sampling when temperature > 0, greedy for beam 1, else beam."""
+    # A non-positive or non-finite ratio gives limits <= 0: no step would run and nothing be returned.
+    if not (math.isfinite(max_ratio) and max_ratio > 0):
+        raise ValueError(f"max_ratio must be a finite number > 0, got {max_ratio}")
     enc = model.encode(src, src_lengths)
     limits = max_lengths(src_lengths, max_ratio)
     if temperature > 0:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from translator.checkpoint import load_checkpoint, save_checkpoint
+from translator.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from translator.config import Config, ConfigError, DataConfig, config_from_dict, save_config
 from translator.data import Batch, Example, clean_pairs, collate, load_training_data, make_batches, make_examples
 from translator.evaluation import score_corpus
@@ -37,6 +37,20 @@ log = logging.getLogger("translator.training")
 
 # Sections that define the model; they must match the checkpoint when resuming with a new config.
 FROZEN_SECTIONS = ("data", "tokenizer", "model")
+# Training settings a resume cannot honour: the restored optimizer/scheduler state would silently
+# override them (or fail to load), or they define the data split, batch order and best score.
+_OPTIMIZER_STATE = "the optimizer and scheduler state restored from the checkpoint fix it"
+FROZEN_TRAINING = {
+    "seed": "it fixes the dev split and the batch order",
+    "scheduler": _OPTIMIZER_STATE,
+    "learning_rate": _OPTIMIZER_STATE,
+    "betas": _OPTIMIZER_STATE,
+    "weight_decay": _OPTIMIZER_STATE,
+    "plateau_factor": _OPTIMIZER_STATE,
+    "plateau_patience": _OPTIMIZER_STATE,
+    "min_learning_rate": _OPTIMIZER_STATE,
+    "best_metric": "the best score and patience so far are counted in it",
+}
 
 
 @dataclass
@@ -197,7 +211,7 @@ class Trainer:
         training = payload.get("training")
         if not training:
             raise ConfigError("--resume: this checkpoint has no training state (it is an inference-only model)")
-        self.model.load_state_dict(payload["model"])
+        load_weights(self.model, payload["model"], "--resume checkpoint")
         self.optimizer.load_state_dict(training["optimizer"])
         if self.scheduler is not None and training.get("scheduler") is not None:
             self.scheduler.load_state_dict(training["scheduler"])
@@ -289,13 +303,15 @@ class Trainer:
         self.state.last_validated_step = self.state.step
         if self.scheduler is not None and self.config.training.scheduler == "plateau":
             self.scheduler.step(score)
-        if score > self.state.best_score:
+        improved = score > self.state.best_score
+        if improved:
             self.state.best_score = score
             self.state.validations_without_improvement = 0
-            self.save("best.pt")
         else:
             self.state.validations_without_improvement += 1
         self._keep_best(score)
+        if improved:  # saved after _keep_best so that resuming from best.pt knows every step-*.pt
+            self.save("best.pt")
         patience = self.config.training.patience
         return patience > 0 and self.state.validations_without_improvement >= patience
 
@@ -408,7 +424,7 @@ class MetricsLog:
         # On resume, forget entries logged after the checkpoint so the curves show one history.
         if self.path.exists():
             kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+                    if (entry := _json_or_none(line)) is not None and entry.get("step", 0) <= resume_step]
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self.handle = open(self.path, "a", encoding="utf-8")
         try:
@@ -432,6 +448,16 @@ class MetricsLog:
         self.handle.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _json_or_none(line: str) -> Optional[dict[str, Any]]:
+    """A metrics line as a dict; None for blank lines and for a last line torn by a hard kill, which
+    must not make the run impossible to resume."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None
 
 
 def _log_validation(result: dict[str, Any]) -> None:
@@ -459,10 +485,15 @@ def train(config: Config, output_dir: str | Path, resume: Optional[str | Path] =
 
 
 def check_resume_config(config: Config, saved: Config) -> None:
-    """The data, tokenizer and model sections must match the checkpoint; training settings may change."""
+    """The data, tokenizer and model sections must match the checkpoint; training settings may change,
+    except those in `FROZEN_TRAINING`."""
     new, old = config.to_dict(), saved.to_dict()
     for section in FROZEN_SECTIONS:
         for key, value in new[section].items():
             if old[section].get(key) != value:
                 raise ConfigError(f"{section}.{key}: {value!r} differs from the checkpoint's {old[section].get(key)!r}; "
                                   "only training settings may change on --resume")
+    for key, reason in FROZEN_TRAINING.items():
+        if new["training"][key] != old["training"][key]:
+            raise ConfigError(f"training.{key}: {new['training'][key]!r} differs from the checkpoint's "
+                              f"{old['training'][key]!r}; it cannot change on --resume ({reason})")
