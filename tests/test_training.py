@@ -364,3 +364,28 @@ def test_load_examples_merges_corpora_phrases_and_glossary_and_holds_out_dev(tmp
     assert not any("배트" in (e.src, e.tgt) for e in train)  # 'bat' is taught in context, not by the glossary
     assert any(e.context == "a bat in the attic" for e in dev) and not any(e.context == "a bat in the attic" for e in train)
     assert len([e for e in dev if not e.context]) == 2 * len(corpus.dev_pairs)
+
+
+def test_init_from_warm_starts_weights_and_tokenizer_with_new_data(trained_model, tmp_path, corpus):
+    """Fine-tuning: the first step starts from the checkpoint's weights (so the loss starts low) and
+    the tokenizer is the checkpoint's even though the data changed."""
+    from conftest import tiny_config_dict, write_tsv
+
+    extra = write_tsv(tmp_path / "extra.tsv", corpus.pairs + [("green tea", "녹차"), ("black tea", "홍차")])
+    overrides = {"data": {"train": str(extra)}, "training": {"max_steps": 3, "validate_every": 3, "save_every": 3,
+                                                             "log_every": 1, "learning_rate": 0.001}}
+    config = config_from_dict(tiny_config_dict(corpus.train, corpus.dev, **overrides))
+    summary = train(config, tmp_path / "warm", init_from=trained_model.path)
+    assert summary["steps"] == 3
+    warm = load_checkpoint(tmp_path / "warm" / "last.pt")
+    assert warm["tokenizer"] == load_checkpoint(trained_model.path)["tokenizer"]
+    cold_summary = train(config, tmp_path / "cold")
+    warm_loss = read_metrics(tmp_path / "warm")[0][0]["loss"]
+    cold_loss = read_metrics(tmp_path / "cold")[0][0]["loss"]
+    assert warm_loss < cold_loss / 3 and cold_summary["steps"] == 3
+    # The model shape must match; resume and init-from exclude each other.
+    other = config_from_dict(tiny_config_dict(corpus.train, corpus.dev, model={"hidden": 48}, **overrides))
+    with pytest.raises(ConfigError, match="model.hidden"):
+        train(other, tmp_path / "bad", init_from=trained_model.path)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        train(config, tmp_path / "both", resume=trained_model.path, init_from=trained_model.path)

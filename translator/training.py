@@ -178,7 +178,8 @@ def _as_tuple(value: Any) -> Any:
 
 
 class Trainer:
-    def __init__(self, config: Config, output_dir: Path, resume: Optional[dict[str, Any]] = None):
+    def __init__(self, config: Config, output_dir: Path, resume: Optional[dict[str, Any]] = None,
+                 init: Optional[dict[str, Any]] = None):
         self.config, self.output_dir = config, output_dir
         t = config.training
         torch.set_num_threads(t.num_threads or os.cpu_count() or 1)
@@ -186,8 +187,9 @@ class Trainer:
         torch.manual_seed(t.seed)
 
         train_examples, dev_examples = load_examples(config.data, t.seed)
-        if resume is not None:
-            self.tokenizer = Tokenizer.from_proto(resume["tokenizer"])
+        start = resume if resume is not None else init
+        if start is not None:  # the vocabulary is part of the weights: keep the checkpoint's
+            self.tokenizer = Tokenizer.from_proto(start["tokenizer"])
         else:
             texts = [text for e in train_examples for text in (e.src, e.tgt, e.context) if text]
             self.tokenizer = Tokenizer.train(texts, config.tokenizer, seed=t.seed)
@@ -203,6 +205,9 @@ class Trainer:
         self.state = TrainingState()
         if resume is not None:
             self._restore(resume)
+        elif init is not None:  # warm start: the weights only; optimizer, schedule and data order start fresh
+            weights = {k: v.float() if v.is_floating_point() else v for k, v in init["model"].items()}
+            load_weights(self.model, weights, "--init-from checkpoint")
         self.stop_requested = False
         self.writer = None
 
@@ -475,13 +480,28 @@ def _spread(total: int, count: int) -> list[int]:
     return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(count)})
 
 
-def train(config: Config, output_dir: str | Path, resume: Optional[str | Path] = None) -> dict[str, Any]:
-    """Train from a config; with `resume`, continue exactly from a checkpoint's training state."""
-    payload = None
+def train(config: Config, output_dir: str | Path, resume: Optional[str | Path] = None,
+          init_from: Optional[str | Path] = None) -> dict[str, Any]:
+    """Train from a config. With `resume`, continue exactly from a checkpoint's training state; with
+    `init_from`, start from a checkpoint's weights and tokenizer (fine-tuning, e.g. on new data)."""
+    if resume is not None and init_from is not None:
+        raise ConfigError("--resume and --init-from exclude each other (resume continues a run; init-from starts a new one)")
+    payload = init = None
     if resume is not None:
         payload = load_checkpoint(resume)
         check_resume_config(config, config_from_dict(payload["config"]))
-    return Trainer(config, Path(output_dir), payload).train()
+    if init_from is not None:
+        init = load_checkpoint(init_from)
+        check_init_config(config, config_from_dict(init["config"]))
+    return Trainer(config, Path(output_dir), payload, init).train()
+
+
+def check_init_config(config: Config, saved: Config) -> None:
+    """Warm starting needs the same model shape; data and training settings are free to change."""
+    new, old = config.model.__dict__, saved.model.__dict__
+    for key, value in new.items():
+        if old.get(key) != value:
+            raise ConfigError(f"model.{key}: {value!r} differs from the --init-from checkpoint's {old.get(key)!r}")
 
 
 def check_resume_config(config: Config, saved: Config) -> None:
