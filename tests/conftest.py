@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import torch
 
 from translator.checkpoint import load_checkpoint, save_checkpoint
 from translator.config import Config, config_from_dict
@@ -208,3 +209,41 @@ def context_model(tmp_path_factory, corpus) -> ContextModel:
     ))
     train(config, root / "run")
     return ContextModel(root / "run" / "last.pt", list(CONTEXT_ROWS))
+
+
+# --- helpers for module-level model tests ---------------------------------------------------------------
+
+@pytest.fixture
+def one_thread():
+    """Tiny models are fastest single-threaded (and do not fight a training job for the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reverse_task(n: int, seed: int, vocab: int, min_len: int, max_len: int, pad: int, bos: int, eos: int):
+    """n random id sequences (lengths min_len..max_len, ids from 3) and their reversals as decoder
+    input (bos + reversed) and output (reversed + eos), padded: (src, lengths, tgt_in, tgt_out)."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(min_len, max_len + 1, (n,), generator=gen)
+    src = torch.full((n, int(lengths.max())), pad, dtype=torch.long)
+    tgt_in = torch.full((n, int(lengths.max()) + 1), pad, dtype=torch.long)
+    tgt_out = tgt_in.clone()
+    for i, length in enumerate(lengths.tolist()):
+        tokens = torch.randint(3, vocab, (length,), generator=gen)
+        src[i, :length] = tokens
+        tgt_in[i, 0] = bos
+        tgt_in[i, 1 : length + 1] = tokens.flip(0)
+        tgt_out[i, :length] = tokens.flip(0)
+        tgt_out[i, length] = eos
+    return src, lengths, tgt_in, tgt_out
+
+
+def random_padded_batch(lengths: list[int], seed: int, vocab: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids (never PAD/BOS/EOS: ids from 3) right-padded with pad: src [B, max], lengths [B]."""
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.full((len(lengths), max(lengths)), pad, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        src[i, :n] = torch.randint(3, vocab, (n,), generator=gen)
+    return src, torch.tensor(lengths)

@@ -20,12 +20,7 @@ from translator.model import build_model  # noqa: E402
 TOKENIZER = bytes(range(256)) * 3 + "한국어 ▁piece".encode("utf-8")  # arbitrary binary, like a sentencepiece proto
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config() -> Config:

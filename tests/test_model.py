@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_padded_batch
+from conftest import reverse_task as shared_reverse_task
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
@@ -23,13 +25,7 @@ HIDDEN = 12
 ATTENTIONS = (("bahdanau", "general", 0), ("luong", "general", 0), ("luong", "dot", 2 * HIDDEN))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are fastest single-threaded (and do not fight a training job for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides) -> ModelConfig:
@@ -52,12 +48,7 @@ def tiny_model(seed: int = 0, **overrides) -> Seq2Seq:
 
 
 def padded_batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random token ids (never PAD/BOS/EOS) right-padded with PAD: src [B, max], lengths [B]."""
-    gen = torch.Generator().manual_seed(seed)
-    src = torch.full((len(lengths), max(lengths)), PAD, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        src[i, :n] = torch.randint(3, VOCAB, (n,), generator=gen)
-    return src, torch.tensor(lengths)
+    return random_padded_batch(lengths, seed, VOCAB, PAD)
 
 
 def targets(batch: int, steps: int, seed: int = 1) -> torch.Tensor:
@@ -380,19 +371,7 @@ def loss_of(model: Seq2Seq, src, lengths, tgt_in, tgt_out) -> torch.Tensor:
 
 
 def reverse_task(n: int, seed: int):
-    gen = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(2, 6, (n,), generator=gen)
-    src = torch.full((n, int(lengths.max())), PAD, dtype=torch.long)
-    tgt_in = torch.full((n, int(lengths.max()) + 1), PAD, dtype=torch.long)
-    tgt_out = tgt_in.clone()
-    for i, length in enumerate(lengths.tolist()):
-        tokens = torch.randint(3, VOCAB, (length,), generator=gen)
-        src[i, :length] = tokens
-        tgt_in[i, 0] = BOS
-        tgt_in[i, 1 : length + 1] = tokens.flip(0)
-        tgt_out[i, :length] = tokens.flip(0)
-        tgt_out[i, length] = EOS
-    return src, lengths, tgt_in, tgt_out
+    return shared_reverse_task(n, seed, VOCAB, 2, 5, PAD, BOS, EOS)
 
 
 @pytest.mark.parametrize("cell,input_feeding", [("lstm", False), ("gru", True)])

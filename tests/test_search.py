@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_padded_batch, reverse_task
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
@@ -29,13 +30,7 @@ VOCAB, PAD, BOS, EOS = 40, 0, 1, 2
 LENGTHS = [2, 5, 3, 6, 1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are fastest single-threaded (and do not fight a training job for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
@@ -52,29 +47,13 @@ def tiny_config(**overrides) -> ModelConfig:
 
 
 def padded_batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    src = torch.full((len(lengths), max(lengths)), PAD, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        src[i, :n] = torch.randint(3, VOCAB, (n,), generator=gen)
-    return src, torch.tensor(lengths)
+    return random_padded_batch(lengths, seed, VOCAB, PAD)
 
 
 def train_briefly(model: Seq2Seq, steps: int, seed: int) -> Seq2Seq:
     """A few Adam steps on a reverse task: enough for the model to emit EOS at length-dependent places
     (so some hypotheses end early and some run into the limit), not enough to make it certain."""
-    gen = torch.Generator().manual_seed(seed)
-    n = 30
-    lengths = torch.randint(1, 7, (n,), generator=gen)
-    src = torch.full((n, 6), PAD, dtype=torch.long)
-    tgt_in = torch.full((n, 7), PAD, dtype=torch.long)
-    tgt_out = tgt_in.clone()
-    for i, length in enumerate(lengths.tolist()):
-        tokens = torch.randint(3, VOCAB, (length,), generator=gen)
-        src[i, :length] = tokens
-        tgt_in[i, 0] = BOS
-        tgt_in[i, 1 : length + 1] = tokens.flip(0)
-        tgt_out[i, :length] = tokens.flip(0)
-        tgt_out[i, length] = EOS
+    src, lengths, tgt_in, tgt_out = reverse_task(30, seed, VOCAB, 1, 6, PAD, BOS, EOS)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
     with torch.enable_grad():

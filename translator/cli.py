@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model from a YAML config", description="Train a model from a YAML config.")
     train.add_argument("--config", type=Path, help="YAML config (optional with --resume: the checkpoint's config is used)")
     train.add_argument("--resume", type=Path, help="checkpoint to continue from exactly (e.g. OUTPUT/last.pt)")
+    train.add_argument("--init-from", type=Path, metavar="CKPT",
+                       help="start from this checkpoint's weights and tokenizer with a fresh optimizer (fine-tuning)")
     train.add_argument("--output", type=Path, help="output directory (default: runs/NAME, or the resumed checkpoint's directory)")
     train.set_defaults(run=run_train)
 
@@ -100,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_argument(serve)
     serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on (default: 127.0.0.1:8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-    serve.add_argument("--threads", type=int, help="threads per worker (default: 4)")
+    serve.add_argument("--threads", type=int, help="threads per worker (default: 8)")
     serve.set_defaults(run=run_serve)
     return parser
 
@@ -135,7 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         config = config_from_dict(load_checkpoint(args.resume)["config"])
     output = args.output or (args.resume.parent if args.resume else Path("runs") / config.name)
-    summary = train(config, output, resume=args.resume)
+    summary = train(config, output, resume=args.resume, init_from=args.init_from)
     final = summary["final"]
     scores = "  ".join(f"{k} {v}" for k, v in final.items() if k.startswith(("bleu", "chrf", "exact")))
     print(f"done ({summary['stop_reason']}) after {summary['steps']} steps in {summary['minutes']} min; "
