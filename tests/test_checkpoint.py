@@ -311,3 +311,12 @@ def test_export_drops_training_state_and_stores_fp16(tmp_path, trained_model):
     assert [r.text for r in exported] == [r.text for r in original]
     with pytest.raises(ValueError, match="dtype must be one of"):
         export_checkpoint(trained_model.path, tmp_path / "x.pt", "int4")
+
+
+def test_export_stores_tied_weights_once(tmp_path, trained_model):
+    from translator.checkpoint import export_checkpoint
+
+    target = tmp_path / "exported.pt"
+    export_checkpoint(trained_model.path, target, "float16")
+    model = load_checkpoint(target)["model"]
+    assert model["output.weight"].data_ptr() == model["src_embed.weight"].data_ptr() == model["tgt_embed.weight"].data_ptr()

@@ -117,7 +117,15 @@ def export_checkpoint(source: str | Path, target: str | Path, dtype: str = "floa
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
     payload = load_checkpoint(source)
-    weights = {k: v.to(dtypes[dtype]) if v.is_floating_point() else v for k, v in payload["model"].items()}
+    # Tied weights (shared embeddings, output layer) share storage: convert each storage once so the
+    # exported file stores them once too.
+    converted: dict[tuple, torch.Tensor] = {}
+    weights = {}
+    for name, tensor in payload["model"].items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+        if key not in converted:
+            converted[key] = tensor.to(dtypes[dtype]) if tensor.is_floating_point() else tensor
+        weights[name] = converted[key]
     metrics = {**payload.get("metrics", {}), "exported_from": str(source), "dtype": dtype}
     save_checkpoint(target, weights, payload["config"], payload["tokenizer"], None, metrics)
     return metrics
