@@ -85,8 +85,10 @@ def _check_archive(path: Path) -> None:
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Load a checkpoint's weights into the model its config describes; a mismatch (edited config,
+    """Load a checkpoint's weights into the model its config describes, whatever floating dtype they
+    were stored in (exports may be fp16; the model computes in float32). A mismatch (edited config,
     foreign or damaged weights) is a `CheckpointError`, not torch's multi-line RuntimeError."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -22,8 +22,6 @@ from translator.tokenizer import TokenizerError
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, TokenizerError, CheckpointError, ValueError, OSError)
 
 
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -16,10 +16,10 @@ import torch
 
 from translator.checkpoint import load_checkpoint, load_weights
 from translator.config import LANGUAGES, Config, config_from_dict
-from translator.data import CONTEXT_SEPARATOR, PHRASE_END, PHRASE_START, TAGS, collate, normalize
+from translator.data import collate, normalize
 from translator.model import Seq2Seq, build_model
 from translator.search import Hypothesis, decode
-from translator.tokenizer import Tokenizer
+from translator.tokenizer import USER_SYMBOLS, Tokenizer
 
 # The shipped model (models/default in the repository); TRANSLATOR_MODEL overrides it, e.g. in Docker.
 DEFAULT_MODEL = Path(os.environ.get("TRANSLATOR_MODEL") or Path(__file__).resolve().parent.parent / "models" / "default" / "model.pt")
@@ -63,8 +63,7 @@ class Translator:
         config = config_from_dict(payload["config"])
         tokenizer = Tokenizer.from_proto(payload["tokenizer"])
         model = build_model(config.model, tokenizer.vocab_size, tokenizer.pad_id)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
-        load_weights(model, state, path)
+        load_weights(model, payload["model"], path)
         return cls(model, tokenizer, config, model_id=f"{config.name}@{payload.get('metrics', {}).get('step', 0)}")
 
     def check_direction(self, source: str, target: str) -> None:
@@ -153,7 +152,7 @@ class Translator:
         return translation
 
 
-_CONTROL_SYMBOLS = re.compile("|".join(re.escape(s) for s in (*TAGS.values(), CONTEXT_SEPARATOR, PHRASE_START, PHRASE_END)))
+_CONTROL_SYMBOLS = re.compile("|".join(re.escape(s) for s in USER_SYMBOLS))
 
 
 def strip_control_symbols(text: str) -> str:

@@ -206,8 +206,7 @@ class Trainer:
         if resume is not None:
             self._restore(resume)
         elif init is not None:  # warm start: the weights only; optimizer, schedule and data order start fresh
-            weights = {k: v.float() if v.is_floating_point() else v for k, v in init["model"].items()}
-            load_weights(self.model, weights, "--init-from checkpoint")
+            load_weights(self.model, init["model"], "--init-from checkpoint")
         self.stop_requested = False
         self.writer = None
 
@@ -496,12 +495,16 @@ def train(config: Config, output_dir: str | Path, resume: Optional[str | Path] =
     return Trainer(config, Path(output_dir), payload, init).train()
 
 
+def _first_difference(new: dict[str, Any], old: dict[str, Any], keys) -> Optional[str]:
+    return next((key for key in keys if new.get(key) != old.get(key)), None)
+
+
 def check_init_config(config: Config, saved: Config) -> None:
     """Warm starting needs the same model shape; data and training settings are free to change."""
-    new, old = config.model.__dict__, saved.model.__dict__
-    for key, value in new.items():
-        if old.get(key) != value:
-            raise ConfigError(f"model.{key}: {value!r} differs from the --init-from checkpoint's {old.get(key)!r}")
+    new, old = config.to_dict()["model"], saved.to_dict()["model"]
+    key = _first_difference(new, old, new)
+    if key is not None:
+        raise ConfigError(f"model.{key}: {new[key]!r} differs from the --init-from checkpoint's {old.get(key)!r}")
 
 
 def check_resume_config(config: Config, saved: Config) -> None:
@@ -509,11 +512,11 @@ def check_resume_config(config: Config, saved: Config) -> None:
     except those in `FROZEN_TRAINING`."""
     new, old = config.to_dict(), saved.to_dict()
     for section in FROZEN_SECTIONS:
-        for key, value in new[section].items():
-            if old[section].get(key) != value:
-                raise ConfigError(f"{section}.{key}: {value!r} differs from the checkpoint's {old[section].get(key)!r}; "
-                                  "only training settings may change on --resume")
-    for key, reason in FROZEN_TRAINING.items():
-        if new["training"][key] != old["training"][key]:
-            raise ConfigError(f"training.{key}: {new['training'][key]!r} differs from the checkpoint's "
-                              f"{old['training'][key]!r}; it cannot change on --resume ({reason})")
+        key = _first_difference(new[section], old[section], new[section])
+        if key is not None:
+            raise ConfigError(f"{section}.{key}: {new[section][key]!r} differs from the checkpoint's "
+                              f"{old[section].get(key)!r}; only training settings may change on --resume")
+    key = _first_difference(new["training"], old["training"], FROZEN_TRAINING)
+    if key is not None:
+        raise ConfigError(f"training.{key}: {new['training'][key]!r} differs from the checkpoint's "
+                          f"{old['training'][key]!r}; it cannot change on --resume ({FROZEN_TRAINING[key]})")
