@@ -320,3 +320,37 @@ def test_export_stores_tied_weights_once(tmp_path, trained_model):
     export_checkpoint(trained_model.path, target, "float16")
     model = load_checkpoint(target)["model"]
     assert model["output.weight"].data_ptr() == model["src_embed.weight"].data_ptr() == model["tgt_embed.weight"].data_ptr()
+
+
+# ---------------------------------------------------------------------------------------------------
+# averaging
+
+
+def test_average_is_the_element_wise_mean_and_keeps_tied_weights_once(tmp_path, trained_model):
+    from translator.checkpoint import average_checkpoints
+
+    run = trained_model.path.parent
+    sources = sorted(run.glob("step-*.pt"))[-2:] + [trained_model.path]
+    assert len(sources) == 3
+    target = tmp_path / "average.pt"
+    average_checkpoints(sources, target)
+    averaged = load_checkpoint(target)
+    assert averaged["training"] is None
+    weights = [load_checkpoint(path)["model"] for path in sources]
+    for name, tensor in averaged["model"].items():
+        expected = sum(w[name].double() for w in weights) / 3
+        assert torch.allclose(tensor.double(), expected, atol=1e-6), name
+    assert not torch.equal(averaged["model"]["output.weight"], weights[0]["output.weight"])
+    model = averaged["model"]
+    assert model["output.weight"].data_ptr() == model["src_embed.weight"].data_ptr()
+
+
+def test_average_refuses_checkpoints_of_different_models(tmp_path, trained_model):
+    from translator.checkpoint import average_checkpoints
+
+    save_good(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="a different model or vocabulary"):
+        average_checkpoints([trained_model.path, tmp_path / "other.pt"], tmp_path / "average.pt")
+    with pytest.raises(ValueError, match="at least two"):
+        average_checkpoints([trained_model.path], tmp_path / "average.pt")
+    assert not (tmp_path / "average.pt").exists()

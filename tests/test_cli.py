@@ -300,3 +300,14 @@ def test_user_error_in_a_subprocess_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert_user_error(proc.returncode, proc.stderr, "absent.pt")
+
+
+def test_average_writes_a_model_that_translates_and_refuses_a_single_checkpoint(capsys, trained_model, tmp_path):
+    sources = sorted(trained_model.path.parent.glob("step-*.pt"))[-2:]
+    code, out, _ = run(capsys, "average", *sources, "--output", tmp_path / "avg.pt")
+    assert code == 0 and "the mean of 2 checkpoints" in out
+    code, out, _ = run(capsys, "translate", "--model", tmp_path / "avg.pt", "--source", "en", "--target", "ko",
+                       trained_model.pairs[0][0])
+    assert code == 0 and out.strip()
+    code, _, err = run(capsys, "average", sources[0], "--output", tmp_path / "one.pt")
+    assert_user_error(code, err, "at least two")

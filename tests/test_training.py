@@ -389,3 +389,30 @@ def test_init_from_warm_starts_weights_and_tokenizer_with_new_data(trained_model
         train(other, tmp_path / "bad", init_from=trained_model.path)
     with pytest.raises(ConfigError, match="exclude each other"):
         train(config, tmp_path / "both", resume=trained_model.path, init_from=trained_model.path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The `sense` dev metric: word-in-context accuracy, scored like `evaluate --disambiguation`
+
+
+def test_sense_accuracy_scores_only_rows_with_a_context_by_the_disambiguation_rule():
+    from translator.data import Example
+    from translator.training import sense_accuracy
+
+    examples = [
+        Example("bat", "박쥐", "en", "ko", context="A bat flew out of the cave"),
+        Example("배", "ship", "ko", "en", context="배를 타고 섬에 갔다"),
+        Example("bank", "은행", "en", "ko", context="She works at a bank"),
+        Example("배", "pear", "ko", "en", context="배를 깎아 먹었다"),
+        Example("hello", "안녕", "en", "ko"),  # no context: a sentence pair, not scored
+    ]
+    hypotheses = ["박쥐가", "a ship", "둑", "pearl", "틀림"]
+    # Korean substring (박쥐가 contains 박쥐), English whole word ("a ship" yes, "pearl" is not "pear").
+    assert sense_accuracy(examples, hypotheses) == 50.0
+    assert sense_accuracy(examples[4:], hypotheses[4:]) == 0.0
+
+
+def test_best_metric_sense_needs_dev_rows_with_a_context(make_config, tmp_path):
+    config = make_config(training={"best_metric": "sense"})
+    with pytest.raises(ConfigError, match="sense needs dev rows with a context"):
+        Trainer(config, tmp_path / "run")

@@ -112,6 +112,44 @@ def _first_reason(err: BaseException) -> str:
     return lines[0][:160] if lines else type(err).__name__
 
 
+def _per_storage(weights: dict[str, torch.Tensor], convert) -> dict[str, torch.Tensor]:
+    """Apply `convert(name, tensor)` once per storage: tied weights (shared embeddings, output layer)
+    share one, and the file written from the result should store them once too."""
+    converted: dict[tuple, torch.Tensor] = {}
+    result = {}
+    for name, tensor in weights.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+        if key not in converted:
+            converted[key] = convert(name, tensor)
+        result[name] = converted[key]
+    return result
+
+
+def average_checkpoints(sources: list[str | Path], target: str | Path) -> dict[str, Any]:
+    """Write the element-wise mean of several checkpoints' weights (as in OpenNMT's average_models):
+    they must share config and tokenizer, i.e. come from one run or its --resume continuations."""
+    if len(sources) < 2:
+        raise ValueError("average needs at least two checkpoints")
+    payloads = [load_checkpoint(path) for path in sources]
+    first = payloads[0]
+    for path, payload in zip(sources[1:], payloads[1:]):
+        if payload["config"].get("model") != first["config"].get("model") or payload["tokenizer"] != first["tokenizer"]:
+            raise CheckpointError(f"{path}: a different model or vocabulary than {sources[0]}; average checkpoints of one run")
+        if payload["model"].keys() != first["model"].keys():
+            raise CheckpointError(f"{path}: its weights do not match {sources[0]}")
+
+    def mean(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        if not tensor.is_floating_point():
+            return tensor
+        total = sum(payload["model"][name].double() for payload in payloads)
+        return (total / len(payloads)).to(tensor.dtype)
+
+    weights = _per_storage(first["model"], mean)
+    metrics = {"averaged_from": [str(path) for path in sources]}
+    save_checkpoint(target, weights, first["config"], first["tokenizer"], None, metrics)
+    return metrics
+
+
 def export_checkpoint(source: str | Path, target: str | Path, dtype: str = "float16") -> dict[str, Any]:
     """Write an inference-only copy of a checkpoint: no optimizer or training state, floating weights
     stored as `dtype` (float16 halves the size; `Translator.load` computes in float32 either way)."""
@@ -119,15 +157,7 @@ def export_checkpoint(source: str | Path, target: str | Path, dtype: str = "floa
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
     payload = load_checkpoint(source)
-    # Tied weights (shared embeddings, output layer) share storage: convert each storage once so the
-    # exported file stores them once too.
-    converted: dict[tuple, torch.Tensor] = {}
-    weights = {}
-    for name, tensor in payload["model"].items():
-        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
-        if key not in converted:
-            converted[key] = tensor.to(dtypes[dtype]) if tensor.is_floating_point() else tensor
-        weights[name] = converted[key]
+    weights = _per_storage(payload["model"], lambda _, t: t.to(dtypes[dtype]) if t.is_floating_point() else t)
     metrics = {**payload.get("metrics", {}), "exported_from": str(source), "dtype": dtype}
     save_checkpoint(target, weights, payload["config"], payload["tokenizer"], None, metrics)
     return metrics

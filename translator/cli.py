@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="storage type of the weights (default: float16)")
     export.set_defaults(run=run_export)
 
+    average = commands.add_parser("average", help="average the weights of several checkpoints of one run",
+                                  description="Average the weights of checkpoints of the same run (e.g. the last "
+                                              "step-*.pt files): usually a steadier model than any one of them.")
+    average.add_argument("models", nargs="+", type=Path, metavar="CKPT", help="two or more checkpoints of one run")
+    average.add_argument("--output", type=Path, required=True, help="where to write the averaged model")
+    average.set_defaults(run=run_average)
+
     serve = commands.add_parser("serve", help="serve translations over HTTP (gunicorn)",
                                 description="Start the HTTP translation service (gunicorn with service/gunicorn_conf.py).")
     _model_argument(serve)
@@ -137,7 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
     output = args.output or (args.resume.parent if args.resume else Path("runs") / config.name)
     summary = train(config, output, resume=args.resume, init_from=args.init_from)
     final = summary["final"]
-    scores = "  ".join(f"{k} {v}" for k, v in final.items() if k.startswith(("bleu", "chrf", "exact")))
+    scores = "  ".join(f"{k} {v}" for k, v in final.items() if k.startswith(("bleu", "chrf", "exact", "sense")))
     print(f"done ({summary['stop_reason']}) after {summary['steps']} steps in {summary['minutes']} min; "
           f"dev {scores}; best {summary['best_metric']} {summary['best_score']}; checkpoints in {summary['output_dir']}")
     return 130 if summary["stop_reason"] == "interrupted" else 0
@@ -185,6 +192,15 @@ def run_export(args: argparse.Namespace) -> int:
     export_checkpoint(args.model, args.output, args.dtype)
     size = args.output.stat().st_size / 1e6
     print(f"wrote {args.output} ({size:.1f} MB, {args.dtype} weights, no training state)")
+    return 0
+
+
+def run_average(args: argparse.Namespace) -> int:
+    from translator.checkpoint import average_checkpoints
+
+    average_checkpoints(args.models, args.output)
+    size = args.output.stat().st_size / 1e6
+    print(f"wrote {args.output} ({size:.1f} MB, the mean of {len(args.models)} checkpoints, no training state)")
     return 0
 
 

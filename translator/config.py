@@ -112,8 +112,9 @@ class TrainingConfig:
     save_every: int = 500
     log_every: int = 50
     # Dev metric that picks best.pt, drives the plateau schedule and early stopping: corpus BLEU for
-    # sentences; chrF or exact match for word/phrase dev sets, where corpus BLEU is always 0.
-    best_metric: Literal["bleu", "chrf", "exact"] = "bleu"
+    # sentences; chrF or exact match for word/phrase dev sets, where corpus BLEU is always 0; sense for
+    # word-in-context accuracy on the dev rows that have a context (data.phrases_dev).
+    best_metric: Literal["bleu", "chrf", "exact", "sense"] = "bleu"
     patience: int = 10  # validations without improvement of best_metric before stopping; 0 = never
     keep_best: int = 3
     dev_examples: int = 3  # example translations logged at each validation

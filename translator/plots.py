@@ -48,7 +48,7 @@ def plot_training_curves(metrics_path: Path, png_path: Path) -> None:
     ax.set_title("loss")
     ax.legend()
     ax = axes[0][1]
-    for key in sorted({k for e in dev for k in e if k.startswith(("bleu", "chrf", "exact"))}):
+    for key in sorted({k for e in dev for k in e if k.startswith(("bleu", "chrf", "exact", "sense"))}):
         ax.plot([e["step"] for e in dev if key in e], [e[key] for e in dev if key in e], "o-", label=key)
     ax.set_title("dev scores (greedy)")
     if dev:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from translator.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from translator.config import Config, ConfigError, DataConfig, config_from_dict, save_config
 from translator.data import Batch, Example, clean_pairs, collate, load_training_data, make_batches, make_examples
-from translator.evaluation import score_corpus
+from translator.evaluation import is_accepted, score_corpus
 from translator.io import atomic_write_text
 from translator.model import Seq2Seq, build_model, count_parameters
 from translator.phrases import phrase_examples, read_glossary, read_phrase_corpus
@@ -187,6 +187,8 @@ class Trainer:
         torch.manual_seed(t.seed)
 
         train_examples, dev_examples = load_examples(config.data, t.seed)
+        if t.best_metric == "sense" and not any(e.context for e in dev_examples):
+            raise ConfigError("training.best_metric: sense needs dev rows with a context (data.phrases_dev)")
         start = resume if resume is not None else init
         if start is not None:  # the vocabulary is part of the weights: keep the checkpoint's
             self.tokenizer = Tokenizer.from_proto(start["tokenizer"])
@@ -295,6 +297,7 @@ class Trainer:
         # Corpus BLEU is 0 on word/phrase-only dev sets (no 4-grams); exact match is telling there.
         exact = sum(hypotheses[i] == e.tgt for i, e in enumerate(dev.examples))
         result["exact"] = round(100.0 * exact / max(len(dev.examples), 1), 2)
+        result["sense"] = sense_accuracy(dev.examples, hypotheses)
         result["examples"] = [
             {"source": dev.examples[i].src, "reference": dev.examples[i].tgt, "hypothesis": hypotheses[i]}
             for i in _spread(len(dev.examples), self.config.training.dev_examples)
@@ -464,8 +467,19 @@ def _json_or_none(line: str) -> Optional[dict[str, Any]]:
     return entry if isinstance(entry, dict) else None
 
 
+def sense_accuracy(examples: list[Example], hypotheses: list[str]) -> float:
+    """Word-in-context accuracy (%) on the dev examples that carry a context, scored by the
+    disambiguation rule (Korean substring, English whole word): the product's own quality measure,
+    which exact match dilutes with every sentence pair. 0.0 when the dev set has no contexts."""
+    rows = [i for i, e in enumerate(examples) if e.context]
+    if not rows:
+        return 0.0
+    correct = sum(is_accepted(hypotheses[i], [examples[i].tgt], examples[i].tgt_lang) for i in rows)
+    return round(100.0 * correct / len(rows), 2)
+
+
 def _log_validation(result: dict[str, Any]) -> None:
-    scores = "  ".join(f"{k} {v}" for k, v in result.items() if k.startswith(("bleu", "chrf", "exact")))
+    scores = "  ".join(f"{k} {v}" for k, v in result.items() if k.startswith(("bleu", "chrf", "exact", "sense")))
     tqdm.write(f"[step {result['step']}] dev loss {result['dev_loss']:.3f}  ppl {result['dev_ppl']}  {scores}")
     for example in result.get("examples", []):
         tqdm.write(f"  src: {example['source']}\n  ref: {example['reference']}\n  hyp: {example['hypothesis']}")
