@@ -46,7 +46,7 @@ def create_app(config: ServiceConfig, engine: Optional[TranslationEngine] = None
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes  # larger bodies get a JSON 413
     app.json.ensure_ascii = False  # Korean stays readable in responses
     app.json.sort_keys = False
-    engine = engine or TranslationEngine(config.model_path, config.cache_size, config.batching)
+    engine = engine or TranslationEngine(config.model_path, config.cache_size, config.batching, config.quantize)
     app.extensions["translator"] = ServiceState(config, engine, Metrics(), build_openapi(config))
     _log_model(engine)
     app.before_request(_start_request)

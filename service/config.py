@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 # Limits the API promises (and the OpenAPI document states).
 MAX_TEXTS = 64
@@ -29,11 +29,12 @@ class ServiceConfig:
     cache_size: int = 2048  # recent translations kept per worker (0 = no cache)
     batching: bool = True  # decode concurrent requests together (see batching.py)
     torch_threads: int = 0  # 0 = leave torch's setting alone (gunicorn sets it per worker in post_fork)
+    quantize: Optional[str] = None  # "int8": dynamically quantized weights (faster; see translator.prediction)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ServiceConfig":
         """TRANSLATOR_MODEL (default: the shipped model), TRANSLATOR_CACHE_SIZE, TRANSLATOR_BATCHING (1/0),
-        TRANSLATOR_TORCH_THREADS."""
+        TRANSLATOR_TORCH_THREADS, TRANSLATOR_QUANTIZE (empty or int8)."""
         from translator.cli import DEFAULT_MODEL
 
         return cls(
@@ -41,7 +42,19 @@ class ServiceConfig:
             cache_size=_int(environ, "TRANSLATOR_CACHE_SIZE", 2048),
             batching=_int(environ, "TRANSLATOR_BATCHING", 1) != 0,
             torch_threads=_int(environ, "TRANSLATOR_TORCH_THREADS", 0),
+            quantize=_quantize(environ),
         )
+
+
+def _quantize(environ: Mapping[str, str]) -> Optional[str]:
+    from translator.prediction import QUANTIZATIONS
+
+    value = environ.get("TRANSLATOR_QUANTIZE", "").strip().lower()
+    if value in ("", "none", "float32"):
+        return None
+    if value not in QUANTIZATIONS:
+        raise ValueError(f"TRANSLATOR_QUANTIZE={value!r} is not one of: none, {', '.join(QUANTIZATIONS)}")
+    return value
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:

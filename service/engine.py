@@ -73,15 +73,17 @@ class Outcome:
 
 
 class TranslationEngine:
-    def __init__(self, model_path: str | Path, cache_size: int = 2048, batching: bool = True):
+    def __init__(self, model_path: str | Path, cache_size: int = 2048, batching: bool = True,
+                 quantize: Optional[str] = None):
         self.model_path = Path(model_path)
         self.cache_size = cache_size
+        self.quantize = quantize  # None (float32) or "int8"; kept across reloads
         self.current = self._load()
         # Concurrent requests' texts are decoded together by one thread per process (see batching.py).
         self.batcher: Optional[MicroBatcher[Job, Translation]] = MicroBatcher(self.decode) if batching else None
 
     def _load(self) -> LoadedModel:
-        translator = Translator.load(self.model_path)  # a missing or corrupt file raises CheckpointError
+        translator = Translator.load(self.model_path, quantize=self.quantize)  # a missing or corrupt file raises CheckpointError
         return LoadedModel(translator, _file_sha256(self.model_path), time.time(), LRUCache(self.cache_size))
 
     def reload(self) -> LoadedModel:

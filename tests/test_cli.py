@@ -311,3 +311,16 @@ def test_average_writes_a_model_that_translates_and_refuses_a_single_checkpoint(
     assert code == 0 and out.strip()
     code, _, err = run(capsys, "average", sources[0], "--output", tmp_path / "one.pt")
     assert_user_error(code, err, "at least two")
+
+
+def test_translate_and_evaluate_accept_quantize_int8(capsys, trained_model, tmp_path):
+    en, ko = trained_model.pairs[0]
+    code, out, _ = run(capsys, "translate", "--model", trained_model.path, "--quantize", "int8",
+                       "--source", "en", "--target", "ko", "--format", "jsonl", en)
+    assert code == 0 and out.strip()
+    test = tmp_path / "test.tsv"
+    test.write_text("".join(f"{e}\t{k}\n" for e, k in trained_model.pairs[:10]), encoding="utf-8")
+    code, out, _ = run(capsys, "evaluate", "--model", trained_model.path, "--quantize", "int8", "--test", test,
+                       "--beam", "1", "--output", tmp_path / "eval.json")
+    assert code == 0
+    assert json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))["model_id"].endswith("+int8")

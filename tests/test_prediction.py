@@ -162,6 +162,26 @@ def test_half_precision_checkpoint_translates_like_float32(translator, trained_m
         assert halved == full
 
 
+def test_int8_quantized_model_has_int8_layers_and_translates_like_float32(translator, trained_model):
+    quantized = Translator.load(trained_model.path, quantize="int8")
+    dynamic = torch.ao.nn.quantized.dynamic
+    modules = list(quantized.model.modules())
+    assert any(isinstance(m, dynamic.Linear) for m in modules)
+    assert any(isinstance(m, (dynamic.LSTM, dynamic.GRU)) for m in modules)
+    assert not any(type(m) in (torch.nn.Linear, torch.nn.LSTM, torch.nn.GRU) for m in modules)
+    assert quantized.model_id.endswith("+int8")
+    agree = total = 0
+    for source, target, side in (("en", "ko", 0), ("ko", "en", 1)):
+        texts = [pair[side] for pair in trained_model.pairs]
+        full = [r.text for r in translator.translate(texts, source, target, beam=3)]
+        int8 = [r.text for r in quantized.translate(texts, source, target, beam=3, alignment=True)]
+        agree += sum(a == b for a, b in zip(full, int8))
+        total += len(texts)
+    assert agree >= 0.9 * total, f"int8 agrees with float32 on only {agree}/{total}"
+    with pytest.raises(TranslationError, match="quantize must be one of: int8"):
+        Translator.load(trained_model.path, quantize="int4")
+
+
 # --- the context path ------------------------------------------------------------------------------------
 
 def test_context_picks_the_sense(context_model):

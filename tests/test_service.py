@@ -401,3 +401,19 @@ def test_a_failing_request_does_not_fail_the_others_in_its_batch():
     assert good.results == ["OK", "FINE"] and good.error is None
     assert isinstance(bad.error, ValueError)
     assert decoded[0] == ["bad", "ok", "fine"]  # tried together first, then one by one
+
+
+# --- int8 serving --------------------------------------------------------------------------------------
+
+
+def test_int8_service_answers_with_a_quantized_model_id(trained_model):
+    config = ServiceConfig.from_env({"TRANSLATOR_MODEL": str(trained_model.path), "TRANSLATOR_QUANTIZE": "int8"})
+    assert config.quantize == "int8"
+    client = create_app(config).test_client()
+    response = client.post("/v1/translate", json={"text": trained_model.pairs[0][0], "source": "en", "target": "ko"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["model"].endswith("+int8") and body["translations"][0]["translation"]
+    assert ServiceConfig.from_env({"TRANSLATOR_QUANTIZE": ""}).quantize is None
+    with pytest.raises(ValueError, match="TRANSLATOR_QUANTIZE='int4' is not one of"):
+        ServiceConfig.from_env({"TRANSLATOR_QUANTIZE": "int4"})

@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"checkpoint (default: {DEFAULT_MODEL})")
+    parser.add_argument("--quantize", choices=("int8",),
+                        help="int8: dynamically quantized LSTM/GRU and Linear layers (about 4x faster per phrase on CPU)")
 
 
 def _direction_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -158,7 +160,7 @@ def run_translate(args: argparse.Namespace) -> int:
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise ValueError("nothing to translate: give TEXT arguments or lines on stdin")
-    translator = Translator.load(args.model)
+    translator = Translator.load(args.model, quantize=args.quantize)
     results = translator.translate(
         texts, args.source, args.target, beam=args.beam, n_best=args.n_best, context=args.context,
         alignment=args.alignment or args.plot_attention is not None, max_ratio=args.max_ratio,
@@ -217,7 +219,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_model(
         args.model, test=args.test, src=args.src, ref=args.ref, source=args.source, target=args.target,
         beam=args.beam, alpha=args.length_penalty, max_ratio=args.max_ratio, batch_size=args.batch_size,
-        output=args.output,
+        output=args.output, quantize=args.quantize,
     )
     for direction, result in report["directions"].items():
         print(f"{direction}: BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({result['sentences']} sentences, "
@@ -230,7 +232,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_disambiguation(args: argparse.Namespace) -> int:
     from translator.evaluation import evaluate_disambiguation
 
-    report = evaluate_disambiguation(args.model, args.disambiguation, beam=args.beam, output=args.output)
+    report = evaluate_disambiguation(args.model, args.disambiguation, beam=args.beam, output=args.output,
+                                     quantize=args.quantize)
     overall = report["overall"]
     print(f"accuracy {overall['accuracy']:.2f}% ({overall['correct']}/{overall['total']})")
     for direction, result in report["directions"].items():
@@ -269,6 +272,8 @@ def run_serve(args: argparse.Namespace) -> int:
         command += ["--threads", str(args.threads)]
     command.append("service.wsgi:app")
     environment = dict(os.environ, TRANSLATOR_MODEL=str(args.model.resolve()))
+    if args.quantize is not None:
+        environment["TRANSLATOR_QUANTIZE"] = args.quantize
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, command, environment)

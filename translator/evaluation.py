@@ -64,6 +64,7 @@ def evaluate_model(
     max_ratio: float = 2.0,
     batch_size: int = 64,
     output: str | Path = "evaluation.json",
+    quantize: Optional[str] = None,
 ) -> dict[str, Any]:
     """Translate a test set and score it; writes hypotheses and a JSON report, returns the report.
 
@@ -73,7 +74,7 @@ def evaluate_model(
     from translator.prediction import Translator
 
     output = Path(output)
-    translator = Translator.load(model_path)
+    translator = Translator.load(model_path, quantize=quantize)
     if test is not None:
         if src is not None or ref is not None:
             raise ValueError("give either --test or --src/--ref, not both")
@@ -149,13 +150,14 @@ def is_accepted(output: str, accepted: list[str], target_lang: str) -> bool:
 
 
 def evaluate_disambiguation(
-    model_path: str | Path, test: str | Path, beam: int = 5, output: str | Path = "disambiguation.json"
+    model_path: str | Path, test: str | Path, beam: int = 5, output: str | Path = "disambiguation.json",
+    quantize: Optional[str] = None,
 ) -> dict[str, Any]:
     """Translate every case (with its context) and report accuracy overall, per direction and per
     word, with the failures; writes the JSON report."""
     from translator.prediction import Translator
 
-    translator = Translator.load(model_path)
+    translator = Translator.load(model_path, quantize=quantize)
     cases = read_disambiguation(test)
     outputs: list[str] = [""] * len(cases)
     groups: dict[tuple[str, str, bool], list[int]] = {}

