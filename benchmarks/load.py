@@ -38,7 +38,7 @@ REQUEST_TIMEOUT = 10.0  # seconds; a slower answer counts as an error
 # --- the server ----------------------------------------------------------------------------------------
 class Gunicorn:
     def __init__(self, model: Path, workers: int, threads: int, worker_class: str, cache_size: int, batching: bool,
-                 mkldnn: bool, log: Path):
+                 mkldnn: bool, log: Path, quantize: str = ""):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -46,7 +46,8 @@ class Gunicorn:
                    "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", str(threads),
                    "--worker-class", worker_class, "service.wsgi:app"]
         environment = dict(os.environ, TRANSLATOR_MODEL=str(model), TRANSLATOR_CACHE_SIZE=str(cache_size),
-                           TRANSLATOR_BATCHING=str(int(batching)), TRANSLATOR_MKLDNN=str(int(mkldnn)))
+                           TRANSLATOR_BATCHING=str(int(batching)), TRANSLATOR_MKLDNN=str(int(mkldnn)),
+                           TRANSLATOR_QUANTIZE=quantize)
         environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.log = open(log, "wb")  # noqa: SIM115 - the server writes its JSON log here until stop()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=environment)
@@ -195,6 +196,7 @@ def main() -> None:
     parser.add_argument("--no-batching", action="store_true", help="decode every request on its own")
     parser.add_argument("--mkldnn", action="store_true", help="keep oneDNN (mkldnn) kernels on in the workers")
     parser.add_argument("--worker-class", default="gthread", choices=("gthread", "sync"))
+    parser.add_argument("--quantize", choices=("int8",), help="serve the int8 dynamically quantized model")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     if not args.model.is_file():
@@ -203,11 +205,11 @@ def main() -> None:
     words = ["water"] if args.inputs == "same" else single_words(args.model, 5000)
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"load-gunicorn-{os.getpid()}.log"
     print(f"model {args.model}  workers {args.workers} × {args.worker_class} threads {args.threads}  "
-          f"cache {args.cache_size}  batching {'off' if args.no_batching else 'on'}  mkldnn {'on' if args.mkldnn else 'off'}  "
+          f"quantize {args.quantize or 'off'}  cache {args.cache_size}  batching {'off' if args.no_batching else 'on'}  mkldnn {'on' if args.mkldnn else 'off'}  "
           f"inputs {args.inputs} ({len(words)} words)  {args.duration:.0f} s per level  "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     server = Gunicorn(args.model, args.workers, args.threads, args.worker_class, args.cache_size,
-                      not args.no_batching, args.mkldnn, log)
+                      not args.no_batching, args.mkldnn, log, args.quantize or "")
     try:
         # The first requests allocate kernels and buffers once; memory is compared from after that.
         asyncio.run(run_level(server.port, words, 16, 0, args.warmup))
