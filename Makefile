@@ -6,12 +6,13 @@ MODEL ?= models/default/model.pt
 
 .PHONY: model evaluate-model eval-data test smoke
 
-## Train the default model (both directions; stage 1 ~45 min, stage 2 ~25 min on 2 cores), export it
-## as fp16 and evaluate it.
+## Train the default model (both directions; stage 1 45 min, stage 2 3,600 steps ~25 min on 2 idle cores),
+## average stage 2's best checkpoints and its last, export as fp16 and evaluate.
 model:
 	$(TRANSLATOR) train --config configs/default.yaml --output $(RUN)
 	$(TRANSLATOR) train --config configs/default-finetune.yaml --init-from $(RUN)/best.pt --output $(RUN)-finetune
-	$(TRANSLATOR) export --model $(RUN)-finetune/best.pt --output $(MODEL) --dtype float16
+	$(TRANSLATOR) average $(RUN)-finetune/step-*.pt $(RUN)-finetune/last.pt --output $(RUN)-finetune/average.pt
+	$(TRANSLATOR) export --model $(RUN)-finetune/average.pt --output $(MODEL) --dtype float16
 	$(MAKE) evaluate-model
 
 ## The figures in models/default/README.md.
