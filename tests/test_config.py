@@ -220,6 +220,8 @@ def test_wrong_type_message_says_what_was_expected():
         (minimal(training={"label_smoothing": 1.5}), "training.label_smoothing"),
         (minimal(training={"label_smoothing": -0.1}), "training.label_smoothing"),
         (minimal(training={"teacher_forcing": 1.01}), "training.teacher_forcing"),
+        (minimal(training={"truncated_bptt": -1}), "training.truncated_bptt"),
+        (minimal(training={"truncated_bptt": 2.5}), "training.truncated_bptt"),
         (minimal(training={"scheduler": "cosine"}), "training.scheduler"),
         (minimal(training={"betas": [0.9, 1.0]}), "training.betas"),
         (minimal(data={"directions": ["en-ko", "en-ko"]}), "data.directions"),

@@ -418,3 +418,69 @@ def test_gradients_reach_the_embeddings(share):
     # Every parameter is used in a teacher-forced pass.
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# ---------------------------------------------------------------------------------------------------
+# truncated BPTT
+
+
+def decoder_input_reach(model: Seq2Seq, steps: int, teacher_forcing: float, truncate: int) -> list[list[bool]]:
+    """reach[s][t]: does the logit at target step s send a gradient to the decoder input at step t?
+
+    The decoder inputs are the target-embedding outputs, captured by a hook (one [B, T, E] tensor under
+    teacher forcing, one [B, E] tensor per step with scheduled sampling)."""
+    captured: list[torch.Tensor] = []
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        captured.append(output)
+
+    hook = model.tgt_embed.register_forward_hook(keep)
+    src, lengths = padded_batch([4, 6], seed=5)
+    tgt_in = targets(2, steps)
+    reach = []
+    try:
+        for s in range(steps):
+            captured.clear()
+            model.zero_grad()
+            torch.manual_seed(0)  # the same scheduled-sampling draws for every s
+            logits, _ = model(src, lengths, tgt_in, teacher_forcing, truncate)
+            logits[:, s].sum().backward()
+            if len(captured) == 1:  # teacher forcing: one call for all steps
+                grads = [captured[0].grad[:, t] for t in range(steps)]
+            else:
+                grads = [x.grad if x.grad is not None else torch.zeros(1) for x in captured]
+            reach.append([bool(g.abs().sum() > 0) for g in grads])
+    finally:
+        hook.remove()
+    return reach
+
+
+@pytest.mark.parametrize("cell,input_feeding,teacher_forcing", [
+    ("lstm", True, 1.0), ("lstm", False, 1.0), ("gru", True, 0.5), ("rnn", False, 1.0),
+], ids=["lstm-feed", "lstm-fused", "gru-scheduled-sampling", "rnn-fused"])
+def test_truncated_bptt_stops_gradients_after_k_decoder_steps(cell, input_feeding, teacher_forcing):
+    """With K = 3 the loss at step s reaches the inputs of its own chunk only: steps t <= s with
+    t // K == s // K. So nothing flows back K or more steps (s >= t + K); without truncation all of
+    t <= s is reached."""
+    steps, k = 8, 3
+    # Separate source embeddings: the hook must see the decoder's inputs only.
+    model = tiny_model(cell=cell, input_feeding=input_feeding, share_embeddings=False).train()
+    truncated = decoder_input_reach(model, steps, teacher_forcing, truncate=k)
+    full = decoder_input_reach(model, steps, teacher_forcing, truncate=0)
+    for s in range(steps):
+        assert full[s] == [t <= s for t in range(steps)], f"untruncated step {s}"
+        assert truncated[s] == [t <= s and t // k == s // k for t in range(steps)], f"truncated step {s}"
+        assert not any(truncated[s][t] for t in range(steps) if s >= t + k)
+
+
+@pytest.mark.parametrize("input_feeding", [True, False], ids=["feed", "fused"])
+def test_truncated_bptt_changes_gradients_but_not_the_forward_values(input_feeding):
+    model = tiny_model(input_feeding=input_feeding).train()
+    src, lengths = padded_batch([4, 6], seed=5)
+    tgt_in = targets(2, 7)
+    full, _ = model(src, lengths, tgt_in)
+    cut, _ = model(src, lengths, tgt_in, truncate=2)
+    longer, _ = model(src, lengths, tgt_in, truncate=7)  # K >= T: one chunk, plain BPTT
+    torch.testing.assert_close(cut, full, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(longer, full, atol=0, rtol=0)

@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="translator", description="Korean–English phrase translation toolkit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a model from a YAML config", description="Train a model from a YAML config.")
+    train = commands.add_parser(
+        "train", help="train a model from a YAML config",
+        description="Train a model from a YAML config. Started by torchrun (torchrun --nproc_per_node=N -m translator "
+                    "train ...), each process trains on its shard of the batches with DistributedDataParallel.")
     train.add_argument("--config", type=Path, help="YAML config (optional with --resume: the checkpoint's config is used)")
     train.add_argument("--resume", type=Path, help="checkpoint to continue from exactly (e.g. OUTPUT/last.pt)")
     train.add_argument("--init-from", type=Path, metavar="CKPT",
@@ -109,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     serve.add_argument("--threads", type=int, help="threads per worker (default: 8)")
     serve.set_defaults(run=run_serve)
+    _gradflow_parser(commands)
     return parser
 
 
@@ -145,6 +149,8 @@ def run_train(args: argparse.Namespace) -> int:
         config = config_from_dict(load_checkpoint(args.resume)["config"])
     output = args.output or (args.resume.parent if args.resume else Path("runs") / config.name)
     summary = train(config, output, resume=args.resume, init_from=args.init_from)
+    if summary.get("rank", 0) != 0:  # under torchrun, rank 0 reports for all
+        return 130 if summary["stop_reason"] == "interrupted" else 0
     final = summary["final"]
     scores = "  ".join(f"{k} {v}" for k, v in final.items() if k.startswith(("bleu", "chrf", "exact", "sense")))
     print(f"done ({summary['stop_reason']}) after {summary['steps']} steps in {summary['minutes']} min; "
@@ -246,6 +252,85 @@ def run_disambiguation(args: argparse.Namespace) -> int:
         print(f"  line {failure['line']} {failure['direction']} {failure['text']!r} in {failure['context']!r} → "
               f"{failure['output']!r} (accepted: {'|'.join(failure['accepted'])})")
     print(f"report: {args.output}")
+    return 0
+
+
+# --- gradflow --------------------------------------------------------------------------------------
+# Synthetic-task options: (flag, SyntheticSettings field, type, help).
+_SYNTHETIC_OPTIONS = (
+    ("--cells", "cells", str, "comma-separated cells to compare"),
+    ("--length", "length", int, "T: time steps; the label is the first token"),
+    ("--steps", "steps", int, "training steps per cell, once without and once with clipping"),
+    ("--batch-size", "batch_size", int, "sequences per training step"),
+    ("--hidden", "hidden", int, "hidden units of the one recurrent layer"),
+    ("--embedding", "embedding", int, "embedding size"),
+    ("--classes", "classes", int, "symbols the first token is drawn from"),
+    ("--lr", "learning_rate", float, "Adam learning rate"),
+    ("--clip-norm", "clip_norm", float, "max global gradient norm of the clipped runs"),
+    ("--seed", "seed", int, "seeds weights and data"),
+)
+_SALIENCY_OPTIONS = ("text", "source", "target", "context", "reference")
+
+
+def _gradflow_parser(commands) -> None:
+    from translator.gradflow import SyntheticSettings
+
+    defaults = SyntheticSettings()
+    gradflow = commands.add_parser(
+        "gradflow", help="gradient-flow diagnostics: vanishing gradients per cell, or saliency in a model",
+        description="With --synthetic: train rnn/lstm/gru briefly on a long-range recall task and measure "
+                    "||dL/dh_t|| for every step t at initialisation and after training, without and with clipping "
+                    "(gradflow.csv, gradflow.png, gradflow.txt). Otherwise: per-source-piece gradient saliency "
+                    "||d log p(y|x)/d e(x_t)|| and encoder-state gradient norms of a translation model for one "
+                    "--text (saliency.csv, saliency.png, saliency.txt).")
+    gradflow.add_argument("--synthetic", action="store_true", help="run the synthetic recall task")
+    for flag, name, kind, text in _SYNTHETIC_OPTIONS:
+        default = getattr(defaults, name)
+        shown = ",".join(default) if isinstance(default, list) else default
+        gradflow.add_argument(flag, dest=name, type=kind, help=f"--synthetic: {text} (default: {shown})")
+    gradflow.add_argument("--model", type=Path, help=f"checkpoint to explain (default: {DEFAULT_MODEL})")
+    gradflow.add_argument("--text", help="the source text to explain")
+    gradflow.add_argument("--source", choices=LANGUAGES, help="source language of --text")
+    gradflow.add_argument("--target", choices=LANGUAGES, help="target language")
+    gradflow.add_argument("--context", help="a sentence containing the text (as for translate)")
+    gradflow.add_argument("--reference", help="the target y to explain (default: the model's own beam translation)")
+    gradflow.add_argument("--beam", type=int, default=5, help="beam size of the translation explained (default: 5)")
+    gradflow.add_argument("--output", type=Path, default=Path("runs") / "gradflow",
+                          help="directory for the CSV, PNG and text summary (default: runs/gradflow)")
+    gradflow.set_defaults(run=run_gradflow)
+
+
+def run_gradflow(args: argparse.Namespace) -> int:
+    from translator import gradflow
+
+    saliency_given = [name for name in _SALIENCY_OPTIONS if getattr(args, name) is not None]
+    synthetic_given = [flag for flag, name, _, _ in _SYNTHETIC_OPTIONS if getattr(args, name) is not None]
+    if args.synthetic:
+        if args.model is not None or saliency_given:
+            extra = "--model" if args.model is not None else f"--{saliency_given[0]}"
+            raise ValueError(f"{extra} explains a translation model and cannot be combined with --synthetic")
+        settings = gradflow.SyntheticSettings()
+        for _, name, _, _ in _SYNTHETIC_OPTIONS:
+            if getattr(args, name) is not None:
+                setattr(settings, name, getattr(args, name))
+        if args.cells is not None:
+            settings.cells = [cell.strip() for cell in args.cells.split(",") if cell.strip()]
+        results = gradflow.run_synthetic(settings, args.output)
+        print(gradflow.summarise(results, settings))
+        print(f"wrote {args.output}/gradflow.csv, gradflow-training.csv, gradflow.png, gradflow.txt, gradflow.json")
+        return 0
+    if synthetic_given:
+        raise ValueError(f"{synthetic_given[0]} belongs to the synthetic task: add --synthetic")
+    missing = [f"--{name}" for name in ("text", "source", "target") if getattr(args, name) is None]
+    if missing:
+        raise ValueError(f"gradflow needs --synthetic, or {', '.join(missing)} to explain a model's translation")
+    if args.beam < 1:
+        raise ValueError(f"--beam must be at least 1, got {args.beam}")
+    result = gradflow.saliency(args.model or DEFAULT_MODEL, args.text, args.source, args.target, context=args.context,
+                               reference=args.reference, beam=args.beam)
+    gradflow.write_saliency(result, args.output)
+    print(result.summary())
+    print(f"wrote {args.output}/saliency.csv, saliency.png, saliency.txt")
     return 0
 
 

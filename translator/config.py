@@ -103,6 +103,9 @@ class TrainingConfig:
     min_learning_rate: float = 1e-5
     label_smoothing: float = 0.1
     teacher_forcing: float = 1.0  # probability of feeding the gold previous token
+    # Truncated BPTT: back-propagate through at most K decoder steps at a time (the decoder state is
+    # carried forward but detached every K target steps); 0 = off, full back-propagation through time.
+    truncated_bptt: int = 0
     clip_norm: float = 1.0  # 0 disables clipping; the norm is logged either way
     batch_tokens: int = 2000  # source+target tokens per batch (padding included)
     max_steps: int = 10000
@@ -161,6 +164,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "training.min_learning_rate": (lambda v: v >= 0, "must be >= 0"),
     "training.label_smoothing": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     "training.teacher_forcing": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
+    "training.truncated_bptt": (lambda v: v >= 0, "must be >= 0 (0 = off)"),
     "training.clip_norm": (lambda v: v >= 0, "must be >= 0"),
     "training.batch_tokens": (lambda v: v >= 8, "must be >= 8"),
     "training.max_steps": (lambda v: v >= 1, "must be >= 1"),

@@ -59,6 +59,17 @@ def select_state(state: RNNState, index: Tensor) -> RNNState:
     return state.index_select(1, index)
 
 
+def detach_state(state: RNNState) -> RNNState:
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)  # type: ignore[return-value]
+    return state.detach()
+
+
+def starts_chunk(t: int, truncate: int) -> bool:
+    """True where truncated BPTT cuts the gradient: at steps K, 2K, ... (never with truncate = 0)."""
+    return truncate > 0 and t > 0 and t % truncate == 0
+
+
 @dataclass
 class DecoderState:
     rnn: RNNState
@@ -66,6 +77,10 @@ class DecoderState:
 
     def select(self, index: Tensor) -> "DecoderState":
         return DecoderState(select_state(self.rnn, index), self.feed.index_select(0, index))
+
+    def detach(self) -> "DecoderState":
+        """The same values cut from the graph: truncated BPTT carries the state on, not its gradient."""
+        return DecoderState(detach_state(self.rnn), self.feed.detach())
 
 
 class BiRNNEncoder(nn.Module):
@@ -208,22 +223,36 @@ class AttentionDecoder(nn.Module):
         vector, weights = self._attend(out, enc)
         return vector.squeeze(1), DecoderState(rnn_state, vector.squeeze(1)), weights.squeeze(1)
 
-    def forward(self, embedded: Tensor, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
+    def forward(self, embedded: Tensor, enc: EncoderOutput, truncate: int = 0) -> tuple[Tensor, Tensor]:
         """All steps under teacher forcing: inputs [B, T, E] → vectors [B, T, H], weights [B, T, S].
 
         Without input feeding no step depends on the previous attention, so the recurrence is one
-        fused RNN call over the whole target and attention is batched over all steps.
+        fused RNN call over the whole target (one per chunk of `truncate` steps) and attention is
+        batched over all steps. With `truncate` = K > 0 the state (and the input-feeding vector) is
+        detached every K steps: the loss at step s back-propagates through steps > s - K at most.
         """
         state = self.initial_state(enc)
         if not self.input_feeding:
-            out, _ = self.rnn(embedded, state.rnn)
-            return self._attend(out, enc)
+            return self._attend(self._run_chunks(embedded, state.rnn, truncate), enc)
         vectors, weights = [], []
         for t in range(embedded.size(1)):
+            if starts_chunk(t, truncate):
+                state = state.detach()
             vector, state, weight = self.step(embedded[:, t], state, enc)
             vectors.append(vector)
             weights.append(weight)
         return torch.stack(vectors, dim=1), torch.stack(weights, dim=1)
+
+    def _run_chunks(self, embedded: Tensor, rnn_state: RNNState, truncate: int) -> Tensor:
+        if truncate <= 0 or truncate >= embedded.size(1):
+            return self.rnn(embedded, rnn_state)[0]
+        outs = []
+        for start in range(0, embedded.size(1), truncate):
+            if start:
+                rnn_state = detach_state(rnn_state)
+            out, rnn_state = self.rnn(embedded[:, start : start + truncate], rnn_state)
+            outs.append(out)
+        return torch.cat(outs, dim=1)
 
     def _attend(self, out: Tensor, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
         context, weights = attend(self.attention, out, enc)
@@ -249,8 +278,12 @@ class Seq2Seq(nn.Module):
         if config.tie_embeddings:
             self.output.weight = self.tgt_embed.weight
 
-    def encode(self, src: Tensor, lengths: Tensor) -> EncoderOutput:
-        states, final = self.encoder(self.embed_dropout(self.src_embed(src)), lengths)
+    def encode(self, src: Tensor, lengths: Tensor, embedded: Optional[Tensor] = None) -> EncoderOutput:
+        """Encode source ids; `embedded` [B, S, E] replaces their embeddings (gradient saliency needs a
+        leaf tensor to differentiate against)."""
+        if embedded is None:
+            embedded = self.src_embed(src)
+        states, final = self.encoder(self.embed_dropout(embedded), lengths)
         mask = src != self.pad_id
         return EncoderOutput(states, mask, self.decoder.attention.keys(states), self.bridge(final, src.size(0), src.device))
 
@@ -259,19 +292,23 @@ class Seq2Seq(nn.Module):
             vectors = self.pre_output(vectors)
         return self.output(vectors)
 
-    def forward(self, src: Tensor, lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0) -> tuple[Tensor, Tensor]:
+    def forward(self, src: Tensor, lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0,
+                truncate: int = 0) -> tuple[Tensor, Tensor]:
         """Training pass: logits [B, T, V] and attention [B, T, S].
 
         With teacher_forcing < 1 each step feeds the gold previous token with that probability and
         the model's own prediction otherwise (scheduled sampling), which forces a step-by-step loop.
+        `truncate` = K > 0 is truncated BPTT: the decoder state is detached every K target steps.
         """
         enc = self.encode(src, lengths)
         if teacher_forcing >= 1.0:
-            vectors, weights = self.decoder(self.embed_dropout(self.tgt_embed(tgt_in)), enc)
+            vectors, weights = self.decoder(self.embed_dropout(self.tgt_embed(tgt_in)), enc, truncate)
             return self.logits(vectors), weights
         state = self.decoder.initial_state(enc)
         logits, weights, prev = [], [], tgt_in[:, 0]
         for t in range(tgt_in.size(1)):
+            if starts_chunk(t, truncate):
+                state = state.detach()
             vector, state, weight = self.decoder.step(self.embed_dropout(self.tgt_embed(prev)), state, enc)
             step_logits = self.logits(vector)
             logits.append(step_logits)

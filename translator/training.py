@@ -3,6 +3,11 @@
 Resuming is exact: the data order is a pure function of (seed, epoch) and the checkpoint stores the
 position inside the epoch, the optimizer, the scheduler and every RNG state, so N steps and a resume
 for N more give the same weights as 2N steps straight.
+
+Under torchrun the same loop runs in every process (see translator/distributed.py): each rank trains on
+its shard of the epoch's batches, DDP averages the gradients, and rank 0 alone validates, logs and
+writes files; decisions that change training (the plateau schedule, early stopping, stopping on the
+time budget or Ctrl-C) are taken from values all ranks share, so the replicas never diverge.
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import signal
 import time
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from translator import distributed
 from translator.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from translator.config import Config, ConfigError, DataConfig, config_from_dict, save_config
 from translator.data import Batch, Example, clean_pairs, collate, load_training_data, make_batches, make_examples
@@ -130,8 +135,10 @@ class TrainingState:
     last_validated_step: int = -1
 
 
-def sequence_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float, pad_id: int) -> torch.Tensor:
-    """Mean token cross-entropy (with label smoothing) over the non-pad target tokens."""
+def sequence_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float, pad_id: int,
+                  n_tokens: Optional[int] = None) -> torch.Tensor:
+    """Mean token cross-entropy (with label smoothing) over the non-pad target tokens; divided by
+    `n_tokens` instead of the batch's own count when given (the global count under DDP)."""
     loss = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)),
         batch.tgt_out.reshape(-1),
@@ -139,7 +146,7 @@ def sequence_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float, pa
         label_smoothing=label_smoothing,
         reduction="sum",
     )
-    return loss / max(batch.n_tokens, 1)
+    return loss / max(batch.n_tokens if n_tokens is None else n_tokens, 1)
 
 
 def build_optimizer(model: Seq2Seq, config: Config) -> torch.optim.Optimizer:
@@ -164,13 +171,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> Optiona
     return None
 
 
-def rng_states() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+def rng_states(device: Optional[torch.device] = None) -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if device is not None and device.type == "cuda":  # dropout on a GPU draws from the GPU's generator
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
 
 
 def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     random.setstate(_as_tuple(states["python"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"].cpu())
 
 
 def _as_tuple(value: Any) -> Any:
@@ -179,10 +191,10 @@ def _as_tuple(value: Any) -> Any:
 
 class Trainer:
     def __init__(self, config: Config, output_dir: Path, resume: Optional[dict[str, Any]] = None,
-                 init: Optional[dict[str, Any]] = None):
-        self.config, self.output_dir = config, output_dir
+                 init: Optional[dict[str, Any]] = None, dist: distributed.Context = distributed.SINGLE):
+        self.config, self.output_dir, self.dist, self.device = config, output_dir, dist, dist.device
         t = config.training
-        torch.set_num_threads(t.num_threads or os.cpu_count() or 1)
+        torch.set_num_threads(distributed.threads_per_rank(t.num_threads, dist))
         random.seed(t.seed)
         torch.manual_seed(t.seed)
 
@@ -194,14 +206,19 @@ class Trainer:
             self.tokenizer = Tokenizer.from_proto(start["tokenizer"])
         else:
             texts = [text for e in train_examples for text in (e.src, e.tgt, e.context) if text]
-            self.tokenizer = Tokenizer.train(texts, config.tokenizer, seed=t.seed)
+            if dist.is_main:
+                self.tokenizer = Tokenizer.train(texts, config.tokenizer, seed=t.seed)
+            if dist.enabled:  # trained once, by rank 0: every rank must use the very same vocabulary
+                self.tokenizer = Tokenizer.from_proto(dist.broadcast(self.tokenizer.proto if dist.is_main else None))
         encoding = config.data.context_encoding
         self.train_set = encode_examples(train_examples, self.tokenizer, config.data.max_tokens, encoding)
         self.dev_set = encode_examples(dev_examples, self.tokenizer, 10**9, encoding)
         if not self.train_set.examples:
             raise ConfigError(f"data.max_tokens: {config.data.max_tokens} leaves no training example")
 
-        self.model = build_model(config.model, self.tokenizer.vocab_size, self.tokenizer.pad_id, seed=t.seed)
+        self.model = build_model(config.model, self.tokenizer.vocab_size, self.tokenizer.pad_id, seed=t.seed).to(self.device)
+        if dist.rank > 0:  # the same initial weights on every rank, but each its own dropout masks
+            torch.manual_seed(t.seed + dist.rank)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.state = TrainingState()
@@ -209,7 +226,13 @@ class Trainer:
             self._restore(resume)
         elif init is not None:  # warm start: the weights only; optimizer, schedule and data order start fresh
             load_weights(self.model, init["model"], "--init-from checkpoint")
+        # What train_step calls: DDP (gradients averaged across ranks in backward) or the model itself.
+        # Validation, decoding and saving use the bare model.
+        self.train_model = distributed.wrap_model(self.model, dist)
+        self.replica_checksums: list[str] = []  # every rank's weights checksum at the last save (DDP)
+        self.step_tokens = 0  # target tokens of the last step, over all ranks
         self.stop_requested = False
+        self.stop_requested_at = 0.0
         self.writer = None
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -222,16 +245,41 @@ class Trainer:
         if self.scheduler is not None and training.get("scheduler") is not None:
             self.scheduler.load_state_dict(training["scheduler"])
         self.state = TrainingState(**training["state"])
+        saved_world = training.get("world_size", 1)
+        if saved_world == self.dist.world_size:  # exact: each rank continues its own random streams
+            per_rank = training.get("rng_per_rank")
+            restore_rng_states(per_rank[self.dist.rank] if per_rank else training["rng"])
+            return
+        # Another number of processes shards the epoch differently: continue after about as many
+        # batches, with rank 0's random state (ranks > 0 reseeded). Not bitwise exact.
+        log.warning("--resume: the checkpoint was written by %d process(es) and this run has %d: the position in "
+                    "the epoch and the random states are approximated, so the run is not bitwise exact",
+                    saved_world, self.dist.world_size)
+        consumed = self.state.batch_in_epoch * saved_world
+        self.state.batch_in_epoch = -(-consumed // self.dist.world_size)
         restore_rng_states(training["rng"])
+        if self.dist.rank > 0:
+            torch.manual_seed(self.config.training.seed + self.dist.rank + self.state.step)
 
     def save(self, name: str) -> Path:
+        """Write a checkpoint (rank 0 writes). Under DDP every rank calls this at the same step: it gathers
+        each rank's random state (so --resume is exact per rank) and checks the replicas are identical."""
         path = self.output_dir / name
         training = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "state": self.state.__dict__.copy(),
-            "rng": rng_states(),
+            "rng": rng_states(self.device),
         }
+        if self.dist.enabled:
+            checksum = distributed.weights_checksum(self.model.state_dict())
+            gathered = self.dist.gather({"rng": training["rng"], "weights": checksum})
+            self.replica_checksums = [item["weights"] for item in gathered]
+            distributed.check_replicas(self.replica_checksums)
+            training["rng_per_rank"] = [item["rng"] for item in gathered]
+            training["world_size"] = self.dist.world_size
+        if not self.dist.is_main:
+            return path
         metrics = {"step": self.state.step, "best_metric": self.config.training.best_metric,
                    "best_score": self.state.best_score}
         save_checkpoint(path, self.model.state_dict(), self.config.to_dict(), self.tokenizer.proto, training, metrics)
@@ -246,23 +294,31 @@ class Trainer:
         self.state.best_checkpoints = self.state.best_checkpoints[: self.config.training.keep_best]
         if any(item[2] == name for item in self.state.best_checkpoints):
             self.save(name)
-        for _, _, old in dropped:
+        for _, _, old in dropped if self.dist.is_main else ():
             (self.output_dir / old).unlink(missing_ok=True)
 
     # --- one step ------------------------------------------------------------------------------
     def train_step(self, batch: Batch) -> tuple[float, float]:
+        """One update; returns the loss (over all ranks' batches) and the gradient norm before clipping."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         t = self.config.training
-        logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in, t.teacher_forcing)
-        loss = sequence_loss(logits, batch, t.label_smoothing, self.tokenizer.pad_id)
-        loss.backward()
+        batch = batch.to(self.device)
+        world = self.dist.world_size
+        # Normalise by the global token count, then undo DDP's division by the world size: the summed
+        # gradient is that of one process on the union batch (a mean of per-rank means would weight
+        # the tokens of short batches more).
+        n_tokens = int(self.dist.all_sum([batch.n_tokens])[0])
+        logits, _ = self.train_model(batch.src, batch.src_lengths, batch.tgt_in, t.teacher_forcing, t.truncated_bptt)
+        loss = sequence_loss(logits, batch, t.label_smoothing, self.tokenizer.pad_id, n_tokens)
+        (loss * world if world > 1 else loss).backward()
         # The norm is always measured (and logged); it is clipped only when clip_norm > 0.
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm if t.clip_norm > 0 else float("inf"))
         self.optimizer.step()
         if self.config.training.scheduler == "warmup":
             self.scheduler.step()
-        return loss.item(), norm.item()
+        self.step_tokens = n_tokens
+        return self.dist.all_sum([loss.item()])[0], norm.item()
 
     # --- validation ----------------------------------------------------------------------------
     def validate(self) -> dict[str, Any]:
@@ -274,7 +330,7 @@ class Trainer:
         batches = make_batches(dev.lengths, self.config.training.batch_tokens, 0, 0, shuffle=False)
         with torch.inference_mode():
             for indices in batches:
-                batch = dev.batch(indices, self.tokenizer)
+                batch = dev.batch(indices, self.tokenizer).to(self.device)
                 logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in)
                 total_loss += float(sequence_loss(logits, batch, 0.0, self.tokenizer.pad_id)) * batch.n_tokens
                 total_tokens += batch.n_tokens
@@ -325,9 +381,11 @@ class Trainer:
     # --- the loop ------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         t = self.config.training
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, self.output_dir / "config.yaml")
-        metrics = MetricsLog(self.output_dir, self.state.step)
+        main = self.dist.is_main  # rank 0 (or the only process) validates, logs and writes files
+        if main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.output_dir / "config.yaml")
+        metrics: MetricsLog | _NoMetrics = MetricsLog(self.output_dir, self.state.step) if main else _NoMetrics()
         log.info("model: %s parameters; %d training and %d dev examples; vocabulary %d",
                  f"{count_parameters(self.model):,}", len(self.train_set.examples), len(self.dev_set.examples),
                  self.tokenizer.vocab_size)
@@ -335,20 +393,22 @@ class Trainer:
         started = time.monotonic()
         stop_reason = "max_steps"
         progress = tqdm(total=t.max_steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True,
-                        disable=None)
+                        disable=None if main else True)
         window_tokens, window_start = 0, time.monotonic()
         try:
             while self.state.step < t.max_steps:
                 if self.state.epoch >= t.max_epochs:
                     stop_reason = "max_epochs"
                     break
+                # Every rank builds the same order and takes its shard (all of it in a single process).
                 batches = make_batches(self.train_set.lengths, t.batch_tokens, t.seed, self.state.epoch)
+                batches = distributed.shard_batches(batches, self.dist.rank, self.dist.world_size)
                 while self.state.batch_in_epoch < len(batches) and self.state.step < t.max_steps:
                     batch = self.train_set.batch(batches[self.state.batch_in_epoch], self.tokenizer)
                     loss, norm = self.train_step(batch)
                     self.state.step += 1
                     self.state.batch_in_epoch += 1
-                    window_tokens += batch.n_tokens
+                    window_tokens += self.step_tokens
                     progress.update(1)
                     step = self.state.step
                     if step % t.log_every == 0:
@@ -359,21 +419,25 @@ class Trainer:
                         metrics.write("train", entry)
                         progress.set_postfix(loss=f"{loss:.3f}", tok_s=f"{entry['tokens_per_sec']:.0f}",
                                              lr=f"{self.learning_rate:.2e}", gnorm=f"{norm:.2f}")
-                        if progress.disable:  # no terminal (e.g. output to a log file): log a line instead
+                        if main and progress.disable:  # no terminal (e.g. output to a log file): log a line instead
                             log.info("step %d  loss %.4f  %s tok/s  lr %.2e  grad norm %.3f", step, loss,
                                      entry["tokens_per_sec"], self.learning_rate, norm)
                         window_tokens, window_start = 0, time.monotonic()
                     if step % t.validate_every == 0:
-                        result = self.validate()
+                        # Rank 0 validates; every rank applies the result, so LR and patience agree.
+                        result = self.dist.broadcast(self.validate() if main else None)
                         metrics.write("dev", result)
-                        _log_validation(result)
+                        if main:
+                            _log_validation(result)
                         if self._after_validation(result):
                             stop_reason = "early_stopping"
                     if step % t.save_every == 0:
                         self.save("last.pt")
-                    if t.max_minutes and time.monotonic() - started > t.max_minutes * 60:
+                    out_of_time = bool(t.max_minutes) and time.monotonic() - started > t.max_minutes * 60
+                    out_of_time, interrupted = self.dist.any_of(out_of_time, self.stop_requested)
+                    if out_of_time:
                         stop_reason = "time_budget"
-                    if self.stop_requested:
+                    if interrupted:
                         stop_reason = "interrupted"
                     if stop_reason not in ("max_steps", "max_epochs"):
                         raise _StopTraining
@@ -385,15 +449,16 @@ class Trainer:
         finally:
             progress.close()
             signal.signal(signal.SIGINT, previous_handler)
-        self.save("last.pt")
+        self.save("last.pt")  # under DDP this also checks that the ranks' weights are identical
         final = None
-        if stop_reason != "interrupted" and self.state.last_validated_step != self.state.step:
+        if main and stop_reason != "interrupted" and self.state.last_validated_step != self.state.step:
             # A report-only validation: it changes no training state, so resuming stays exact.
             final = self.validate()
             metrics.write("dev", {**final, "final": True})
             _log_validation(final)
         metrics.close()
-        plot_training_curves(metrics.path, self.output_dir / "training_curves.png")
+        if main:
+            plot_training_curves(metrics.path, self.output_dir / "training_curves.png")
         summary = {
             "stop_reason": stop_reason,
             "steps": self.state.step,
@@ -404,7 +469,11 @@ class Trainer:
             "final": {k: v for k, v in (final or metrics.last_dev or {}).items() if k != "examples"},
             "output_dir": str(self.output_dir),
         }
-        atomic_write_text(self.output_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        if self.dist.enabled:
+            summary.update(rank=self.dist.rank, world_size=self.dist.world_size, replica_checksums=self.replica_checksums)
+        if main:
+            atomic_write_text(self.output_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        self.dist.barrier()  # the other ranks wait here while rank 0 validates and writes
         return summary
 
     @property
@@ -413,13 +482,29 @@ class Trainer:
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         if self.stop_requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.stop_requested = True
-        tqdm.write("interrupt: finishing this step, saving last.pt and stopping (Ctrl-C again to abort)")
+            # Under torchrun one Ctrl-C arrives twice (from the terminal and forwarded by torchrun).
+            if not (self.dist.enabled and time.monotonic() - self.stop_requested_at < 2.0):
+                raise KeyboardInterrupt
+            return
+        self.stop_requested, self.stop_requested_at = True, time.monotonic()
+        if self.dist.is_main:
+            tqdm.write("interrupt: finishing this step, saving last.pt and stopping (Ctrl-C again to abort)")
 
 
 class _StopTraining(Exception):
     pass
+
+
+class _NoMetrics:
+    """The metrics log of ranks > 0: they train but do not log."""
+
+    last_dev: Optional[dict[str, Any]] = None
+
+    def write(self, kind: str, entry: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class MetricsLog:
@@ -496,7 +581,8 @@ def _spread(total: int, count: int) -> list[int]:
 def train(config: Config, output_dir: str | Path, resume: Optional[str | Path] = None,
           init_from: Optional[str | Path] = None) -> dict[str, Any]:
     """Train from a config. With `resume`, continue exactly from a checkpoint's training state; with
-    `init_from`, start from a checkpoint's weights and tokenizer (fine-tuning, e.g. on new data)."""
+    `init_from`, start from a checkpoint's weights and tokenizer (fine-tuning, e.g. on new data).
+    Started by torchrun, each process trains its shard with DDP (translator/distributed.py)."""
     if resume is not None and init_from is not None:
         raise ConfigError("--resume and --init-from exclude each other (resume continues a run; init-from starts a new one)")
     payload = init = None
@@ -506,7 +592,9 @@ def train(config: Config, output_dir: str | Path, resume: Optional[str | Path] =
     if init_from is not None:
         init = load_checkpoint(init_from)
         check_init_config(config, config_from_dict(init["config"]))
-    return Trainer(config, Path(output_dir), payload, init).train()
+    # Under torchrun this joins the process group (one rank per process); otherwise one process.
+    with distributed.session() as dist:
+        return Trainer(config, Path(output_dir), payload, init, dist).train()
 
 
 def _first_difference(new: dict[str, Any], old: dict[str, Any], keys) -> Optional[str]:
