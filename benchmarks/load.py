@@ -38,7 +38,7 @@ REQUEST_TIMEOUT = 10.0  # seconds; a slower answer counts as an error
 # --- the server ----------------------------------------------------------------------------------------
 class Gunicorn:
     def __init__(self, model: Path, workers: int, threads: int, worker_class: str, cache_size: int, batching: bool,
-                 mkldnn: bool, log: Path, quantize: str = ""):
+                 mkldnn: bool, log: Path, quantize: str = "int8"):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -196,7 +196,8 @@ def main() -> None:
     parser.add_argument("--no-batching", action="store_true", help="decode every request on its own")
     parser.add_argument("--mkldnn", action="store_true", help="keep oneDNN (mkldnn) kernels on in the workers")
     parser.add_argument("--worker-class", default="gthread", choices=("gthread", "sync"))
-    parser.add_argument("--quantize", choices=("int8",), help="serve the int8 dynamically quantized model")
+    parser.add_argument("--quantize", choices=("int8", "none"), default="int8",
+                        help="int8 (the service default) or none (float32)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     if not args.model.is_file():
@@ -205,11 +206,11 @@ def main() -> None:
     words = ["water"] if args.inputs == "same" else single_words(args.model, 5000)
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"load-gunicorn-{os.getpid()}.log"
     print(f"model {args.model}  workers {args.workers} × {args.worker_class} threads {args.threads}  "
-          f"quantize {args.quantize or 'off'}  cache {args.cache_size}  batching {'off' if args.no_batching else 'on'}  mkldnn {'on' if args.mkldnn else 'off'}  "
+          f"quantize {args.quantize}  cache {args.cache_size}  batching {'off' if args.no_batching else 'on'}  mkldnn {'on' if args.mkldnn else 'off'}  "
           f"inputs {args.inputs} ({len(words)} words)  {args.duration:.0f} s per level  "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     server = Gunicorn(args.model, args.workers, args.threads, args.worker_class, args.cache_size,
-                      not args.no_batching, args.mkldnn, log, args.quantize or "")
+                      not args.no_batching, args.mkldnn, log, args.quantize)
     try:
         # The first requests allocate kernels and buffers once; memory is compared from after that.
         asyncio.run(run_level(server.port, words, 16, 0, args.warmup))

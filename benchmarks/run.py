@@ -119,19 +119,21 @@ def run_measured(command: list[str], log: Path, *, stdin: Optional[Path] = None,
         process = subprocess.Popen(command, stdin=input_file, stdout=output_file if stdout else log_file,
                                    stderr=log_file, env=environment, cwd=ROOT)
         _CHILDREN[process.pid] = process
+        reaped = False
         try:
             while True:
                 pid, status, usage = os.wait4(process.pid, os.WNOHANG)
                 if pid:
+                    reaped = True
                     break
                 if time.perf_counter() - started > timeout:
-                    process.kill()
-                    os.wait4(process.pid, 0)
                     raise MeasurementError(f"{command[0]} … timed out after {timeout:.0f} s; see {log}")
                 if watch is not None:
                     watch(process)
                 time.sleep(0.02)
         finally:
+            if not reaped:  # timeout, Ctrl-C or an error in `watch`: never leave the child running
+                stop_children()
             _CHILDREN.pop(process.pid, None)
         seconds = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -486,6 +488,8 @@ def measure(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
             raise SetupError(f"{data / name} not found (pass --data DIR with train.en-ko.tsv and dev.en-ko.tsv)")
     if not args.config.is_file():
         raise SetupError(f"{args.config} not found")
+    if args.default_model.is_file() and not args.glossary.is_file():
+        raise SetupError(f"{args.glossary} not found (the phrase-latency inputs come from it; pass --glossary FILE)")
     work = args.work.resolve()
     for sub in ("runs", "logs", "hyp", "latency", "configs", "sets"):  # this script's own outputs only
         shutil.rmtree(work / sub, ignore_errors=True)

@@ -354,3 +354,19 @@ def test_average_refuses_checkpoints_of_different_models(tmp_path, trained_model
     with pytest.raises(ValueError, match="at least two"):
         average_checkpoints([trained_model.path], tmp_path / "average.pt")
     assert not (tmp_path / "average.pt").exists()
+
+
+def test_average_counts_a_step_once_and_keeps_the_latest_step(tmp_path, trained_model):
+    from translator.checkpoint import average_checkpoints
+
+    run = trained_model.path.parent
+    steps = sorted(run.glob("step-*.pt"))[-2:]
+    last_step = load_checkpoint(trained_model.path)["metrics"]["step"]
+    copy = tmp_path / "copy-of-last.pt"
+    copy.write_bytes(trained_model.path.read_bytes())
+    distinct = {load_checkpoint(path)["metrics"]["step"] for path in [*steps, trained_model.path]}
+    metrics = average_checkpoints([*steps, trained_model.path, copy], tmp_path / "average.pt")
+    assert sorted(metrics["averaged_steps"]) == sorted(distinct)  # the copy of last.pt is not counted again
+    assert metrics["step"] == max(metrics["averaged_steps"]) == last_step
+    with pytest.raises(ValueError, match="different steps"):
+        average_checkpoints([trained_model.path, copy], tmp_path / "again.pt")

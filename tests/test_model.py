@@ -475,7 +475,7 @@ def test_truncated_bptt_stops_gradients_after_k_decoder_steps(cell, input_feedin
 
 
 @pytest.mark.parametrize("input_feeding", [True, False], ids=["feed", "fused"])
-def test_truncated_bptt_changes_gradients_but_not_the_forward_values(input_feeding):
+def test_truncated_bptt_leaves_the_forward_values_unchanged(input_feeding):
     model = tiny_model(input_feeding=input_feeding).train()
     src, lengths = padded_batch([4, 6], seed=5)
     tgt_in = targets(2, 7)

@@ -414,6 +414,7 @@ def test_int8_service_answers_with_a_quantized_model_id(trained_model):
     assert response.status_code == 200
     body = response.get_json()
     assert body["model"].endswith("+int8") and body["translations"][0]["translation"]
-    assert ServiceConfig.from_env({"TRANSLATOR_QUANTIZE": ""}).quantize is None
+    assert ServiceConfig.from_env({}).quantize == "int8"  # the service default
+    assert ServiceConfig.from_env({"TRANSLATOR_QUANTIZE": "none"}).quantize is None
     with pytest.raises(ValueError, match="TRANSLATOR_QUANTIZE='int4' is not one of"):
         ServiceConfig.from_env({"TRANSLATOR_QUANTIZE": "int4"})

@@ -6,6 +6,7 @@ with ``torch.load(weights_only=True)`` so a checkpoint cannot run code.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import struct
 import zipfile
@@ -15,6 +16,8 @@ from typing import Any, Optional
 import torch
 
 from translator.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 FORMAT = "koen-translator-checkpoint"
 FORMAT_VERSION = 1
@@ -128,10 +131,20 @@ def _per_storage(weights: dict[str, torch.Tensor], convert) -> dict[str, torch.T
 def average_checkpoints(sources: list[str | Path], target: str | Path) -> dict[str, Any]:
     """Write the element-wise mean of several checkpoints' weights (as in OpenNMT's average_models):
     they must share config and tokenizer, i.e. come from one run or its --resume continuations."""
-    if len(sources) < 2:
-        raise ValueError("average needs at least two checkpoints")
-    payloads = [load_checkpoint(path) for path in sources]
-    first = payloads[0]
+    payloads, steps, kept = [], [], []
+    for path in sources:
+        payload = load_checkpoint(path)
+        step = (payload.get("metrics") or {}).get("step")
+        if step is not None and step in steps:
+            # best.pt and last.pt are copies of a step-*.pt: counting them twice would weight that step double.
+            log.warning("average: %s is step %s again; counted once", path, step)
+            continue
+        payloads.append(payload)
+        steps.append(step)
+        kept.append(path)
+    if len(payloads) < 2:
+        raise ValueError("average needs at least two checkpoints of different steps")
+    sources, first = kept, payloads[0]
     for path, payload in zip(sources[1:], payloads[1:]):
         if payload["config"].get("model") != first["config"].get("model") or payload["tokenizer"] != first["tokenizer"]:
             raise CheckpointError(f"{path}: a different model or vocabulary than {sources[0]}; average checkpoints of one run")
@@ -145,7 +158,10 @@ def average_checkpoints(sources: list[str | Path], target: str | Path) -> dict[s
         return (total / len(payloads)).to(tensor.dtype)
 
     weights = _per_storage(first["model"], mean)
-    metrics = {"averaged_from": [str(path) for path in sources]}
+    known = [step for step in steps if step is not None]
+    # The step identifies the model (`Translator.model_id`): the latest one averaged in.
+    metrics = {"step": max(known) if known else 0, "averaged_steps": steps,
+               "averaged_from": [Path(path).name for path in sources]}
     save_checkpoint(target, weights, first["config"], first["tokenizer"], None, metrics)
     return metrics
 
@@ -158,6 +174,6 @@ def export_checkpoint(source: str | Path, target: str | Path, dtype: str = "floa
         raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
     payload = load_checkpoint(source)
     weights = _per_storage(payload["model"], lambda _, t: t.to(dtypes[dtype]) if t.is_floating_point() else t)
-    metrics = {**payload.get("metrics", {}), "exported_from": str(source), "dtype": dtype}
+    metrics = {**payload.get("metrics", {}), "exported_from": Path(source).name, "dtype": dtype}
     save_checkpoint(target, weights, payload["config"], payload["tokenizer"], None, metrics)
     return metrics

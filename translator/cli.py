@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from translator.checkpoint import CheckpointError
-from translator.config import LANGUAGES, ConfigError
+from translator.config import LANGUAGES, SCORE_PREFIXES, ConfigError
 from translator.data import DataError
 from translator.prediction import DEFAULT_MODEL
 from translator.tokenizer import TokenizerError
@@ -116,10 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quantize(args: argparse.Namespace) -> Optional[str]:
+    return None if args.quantize in (None, "none") else args.quantize
+
+
 def _model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"checkpoint (default: {DEFAULT_MODEL})")
-    parser.add_argument("--quantize", choices=("int8",),
-                        help="int8: dynamically quantized LSTM/GRU and Linear layers (about 4x faster per phrase on CPU)")
+    parser.add_argument("--quantize", choices=("none", "int8"), type=lambda v: v.lower(),
+                        help="int8: dynamically quantized LSTM/GRU and Linear layers (about 3x faster per phrase on "
+                             "CPU, see benchmarks/RESULTS.md); none: float32. Default: float32, except serve: int8")
 
 
 def _direction_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -152,7 +157,7 @@ def run_train(args: argparse.Namespace) -> int:
     if summary.get("rank", 0) != 0:  # under torchrun, rank 0 reports for all
         return 130 if summary["stop_reason"] == "interrupted" else 0
     final = summary["final"]
-    scores = "  ".join(f"{k} {v}" for k, v in final.items() if k.startswith(("bleu", "chrf", "exact", "sense")))
+    scores = "  ".join(f"{k} {v}" for k, v in final.items() if k.startswith(SCORE_PREFIXES))
     print(f"done ({summary['stop_reason']}) after {summary['steps']} steps in {summary['minutes']} min; "
           f"dev {scores}; best {summary['best_metric']} {summary['best_score']}; checkpoints in {summary['output_dir']}")
     return 130 if summary["stop_reason"] == "interrupted" else 0
@@ -166,7 +171,7 @@ def run_translate(args: argparse.Namespace) -> int:
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise ValueError("nothing to translate: give TEXT arguments or lines on stdin")
-    translator = Translator.load(args.model, quantize=args.quantize)
+    translator = Translator.load(args.model, quantize=_quantize(args))
     results = translator.translate(
         texts, args.source, args.target, beam=args.beam, n_best=args.n_best, context=args.context,
         alignment=args.alignment or args.plot_attention is not None, max_ratio=args.max_ratio,
@@ -225,7 +230,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_model(
         args.model, test=args.test, src=args.src, ref=args.ref, source=args.source, target=args.target,
         beam=args.beam, alpha=args.length_penalty, max_ratio=args.max_ratio, batch_size=args.batch_size,
-        output=args.output, quantize=args.quantize,
+        output=args.output, quantize=_quantize(args),
     )
     for direction, result in report["directions"].items():
         print(f"{direction}: BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({result['sentences']} sentences, "
@@ -239,7 +244,7 @@ def run_disambiguation(args: argparse.Namespace) -> int:
     from translator.evaluation import evaluate_disambiguation
 
     report = evaluate_disambiguation(args.model, args.disambiguation, beam=args.beam, output=args.output,
-                                     quantize=args.quantize)
+                                     quantize=_quantize(args))
     overall = report["overall"]
     print(f"accuracy {overall['accuracy']:.2f}% ({overall['correct']}/{overall['total']})")
     for direction, result in report["directions"].items():
@@ -357,7 +362,7 @@ def run_serve(args: argparse.Namespace) -> int:
         command += ["--threads", str(args.threads)]
     command.append("service.wsgi:app")
     environment = dict(os.environ, TRANSLATOR_MODEL=str(args.model.resolve()))
-    if args.quantize is not None:
+    if args.quantize is not None:  # the flag wins over an inherited TRANSLATOR_QUANTIZE
         environment["TRANSLATOR_QUANTIZE"] = args.quantize
     sys.stdout.flush()
     sys.stderr.flush()

@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type or impossible."""
 
 
+# The dev scores training logs, prints and plots (per direction too: bleu_en-ko, …); best_metric is one.
+SCORE_PREFIXES = ("bleu", "chrf", "exact", "sense")
+
+
 @dataclass
 class CorpusSpec:
     """One parallel corpus: a path or file:// URL and its format.

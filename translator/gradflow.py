@@ -256,7 +256,7 @@ def write_synthetic(results: list[CellResult], settings: SyntheticSettings, outp
     atomic_write_text(output / "gradflow.txt", summary + "\n")
     report = {
         "settings": asdict(settings),
-        "cells": {r.cell: {"ratio_first_to_last": {c: r.ratio(c) for c in CONDITIONS}, "accuracy": r.accuracy,
+        "cells": {r.cell: {"ratio_first_to_last": {c: _finite_or_none(r.ratio(c)) for c in CONDITIONS}, "accuracy": r.accuracy,
                            "first_step_grad_norm": {c: r.norms[c][0] for c in CONDITIONS},
                            "max_grad_norm": {c: max(t.grad_norm) for c, t in r.traces.items()},
                            "max_applied_norm": {c: max(t.applied_norm) for c, t in r.traces.items()}}
@@ -340,6 +340,11 @@ def write_saliency(result: Saliency, output: Path) -> None:
     atomic_write_text(output / "saliency.txt", result.summary() + "\n")
     plot_saliency(result.source_pieces, result.embedding_grad, result.state_grad,
                   f"y = {result.target}   (log p = {result.log_prob:.2f})", output / "saliency.png")
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    """JSON has no NaN: an undefined ratio (the last step's gradient underflowed to 0) is null."""
+    return value if math.isfinite(value) else None
 
 
 def _csv(header: list[str], rows: list[list]) -> str:

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from translator.config import SCORE_PREFIXES
 from translator.io import atomic_write_bytes
 
 
@@ -48,7 +49,7 @@ def plot_training_curves(metrics_path: Path, png_path: Path) -> None:
     ax.set_title("loss")
     ax.legend()
     ax = axes[0][1]
-    for key in sorted({k for e in dev for k in e if k.startswith(("bleu", "chrf", "exact", "sense"))}):
+    for key in sorted({k for e in dev for k in e if k.startswith(SCORE_PREFIXES)}):
         ax.plot([e["step"] for e in dev if key in e], [e[key] for e in dev if key in e], "o-", label=key)
     ax.set_title("dev scores (greedy)")
     if dev:

@@ -36,8 +36,12 @@ def quantize_int8(model: Seq2Seq) -> Seq2Seq:
 
     with warnings.catch_warnings():  # eager-mode quantization warns that it is moving to torchao
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
-            model, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8, inplace=False).eval()
+        try:
+            return torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8, inplace=False).eval()
+        except RuntimeError as err:  # e.g. no quantized engine (fbgemm/qnnpack) on this platform
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise TranslationError(f"int8 quantization is not available here: {first[:160]}") from None
 
 
 class TranslationError(ValueError):

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from translator import distributed
 from translator.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from translator.config import Config, ConfigError, DataConfig, config_from_dict, save_config
+from translator.config import SCORE_PREFIXES, Config, ConfigError, DataConfig, config_from_dict, save_config
 from translator.data import Batch, Example, clean_pairs, collate, load_training_data, make_batches, make_examples
 from translator.evaluation import is_accepted, score_corpus
 from translator.io import atomic_write_text
@@ -353,7 +353,8 @@ class Trainer:
         # Corpus BLEU is 0 on word/phrase-only dev sets (no 4-grams); exact match is telling there.
         exact = sum(hypotheses[i] == e.tgt for i, e in enumerate(dev.examples))
         result["exact"] = round(100.0 * exact / max(len(dev.examples), 1), 2)
-        result["sense"] = sense_accuracy(dev.examples, hypotheses)
+        if any(e.context for e in dev.examples):  # only dev sets with word-in-context rows have a sense score
+            result["sense"] = sense_accuracy(dev.examples, hypotheses)
         result["examples"] = [
             {"source": dev.examples[i].src, "reference": dev.examples[i].tgt, "hypothesis": hypotheses[i]}
             for i in _spread(len(dev.examples), self.config.training.dev_examples)
@@ -564,7 +565,7 @@ def sense_accuracy(examples: list[Example], hypotheses: list[str]) -> float:
 
 
 def _log_validation(result: dict[str, Any]) -> None:
-    scores = "  ".join(f"{k} {v}" for k, v in result.items() if k.startswith(("bleu", "chrf", "exact", "sense")))
+    scores = "  ".join(f"{k} {v}" for k, v in result.items() if k.startswith(SCORE_PREFIXES))
     tqdm.write(f"[step {result['step']}] dev loss {result['dev_loss']:.3f}  ppl {result['dev_ppl']}  {scores}")
     for example in result.get("examples", []):
         tqdm.write(f"  src: {example['source']}\n  ref: {example['reference']}\n  hyp: {example['hypothesis']}")
