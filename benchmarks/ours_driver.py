@@ -13,10 +13,11 @@ intra-op threads (default: torch's own choice, one per core).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+from latency import print_report, read_inputs, time_each
 
 
 def _torch_settings(mkldnn: str, threads: int) -> None:
@@ -53,9 +54,7 @@ def main() -> int:
         rest = args.args[1:] if args.args[:1] == ["--"] else args.args
         return translator_main(["translate", *rest])
 
-    inputs = [line.strip() for line in args.inputs.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not inputs:
-        raise SystemExit(f"{args.inputs}: no inputs")
+    inputs = read_inputs(args.inputs)
     started = time.perf_counter()
     _torch_settings(args.mkldnn, args.threads)
     import torch
@@ -66,19 +65,13 @@ def main() -> int:
     loaded = time.perf_counter() - started
     report = {"system": "ours", "model_id": translator.model_id, "mkldnn": args.mkldnn, "quantize": args.quantize,
               "threads": torch.get_num_threads(),
-              "load_seconds": round(loaded, 3), "inputs": len(inputs), "beams": {}}
-    for beam in args.beams:
-        for text in inputs[: args.warmup]:
-            translator.translate([text], args.source, args.target, beam=beam)
-        latencies, outputs = [], []
-        for text in inputs:
-            t0 = time.perf_counter()
-            [result] = translator.translate([text], args.source, args.target, beam=beam)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            outputs.append(result.text)
-        report["beams"][str(beam)] = {"latencies_ms": [round(v, 3) for v in latencies], "outputs": outputs}
-    json.dump(report, sys.stdout, ensure_ascii=False)
-    sys.stdout.write("\n")
+              "load_seconds": round(loaded, 3), "inputs": len(inputs)}
+
+    def translate_one(text: str, beam: int) -> str:
+        return translator.translate([text], args.source, args.target, beam=beam)[0].text
+
+    report["beams"] = time_each(translate_one, inputs, args.beams, args.warmup)
+    print_report(report)
     return 0
 
 

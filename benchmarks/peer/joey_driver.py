@@ -11,11 +11,13 @@ Prints one JSON object on stdout: load seconds, per-beam latencies in ms and the
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: the shared timing loop
+from latency import print_report, read_inputs, time_each  # noqa: E402
 
 
 def main() -> int:
@@ -26,9 +28,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed translations before each beam's timed ones")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     args = parser.parse_args()
-    inputs = [line.strip() for line in args.inputs.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not inputs:
-        raise SystemExit(f"{args.inputs}: no input sentences")
+    inputs = read_inputs(args.inputs)
 
     started = time.perf_counter()
     import torch
@@ -46,19 +46,13 @@ def main() -> int:
     loaded = time.perf_counter() - started
     logging.disable(logging.INFO)  # Joey logs every call; keep that out of the timings
     report = {"system": "joey", "load_seconds": round(loaded, 3), "inputs": len(inputs), "threads": torch.get_num_threads(),
-              "mkldnn": "on" if torch.backends.mkldnn.enabled else "off", "beams": {}}
-    for beam in args.beams:
-        for text in inputs[: args.warmup]:
-            joey.translate([text], beam_size=beam, beam_alpha=1.0 if beam > 1 else -1)
-        latencies, outputs = [], []
-        for text in inputs:
-            t0 = time.perf_counter()
-            [output] = joey.translate([text], beam_size=beam, beam_alpha=1.0 if beam > 1 else -1)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            outputs.append(output)
-        report["beams"][str(beam)] = {"latencies_ms": [round(v, 3) for v in latencies], "outputs": outputs}
-    json.dump(report, sys.stdout, ensure_ascii=False)
-    sys.stdout.write("\n")
+              "mkldnn": "on" if torch.backends.mkldnn.enabled else "off"}
+
+    def translate_one(text: str, beam: int) -> str:
+        return joey.translate([text], beam_size=beam, beam_alpha=1.0 if beam > 1 else -1)[0]
+
+    report["beams"] = time_each(translate_one, inputs, args.beams, args.warmup)
+    print_report(report)
     return 0
 
 
