@@ -4,10 +4,16 @@ With gunicorn's preload_app this runs once in the master, so workers share the l
 """
 
 import os
+import sys
 
 from service.app import create_app
 from service.config import ServiceConfig
 from service.logs import configure_logging
 
 configure_logging(os.environ.get("TRANSLATOR_LOG_LEVEL", "INFO"))
-app = create_app(ServiceConfig.from_env())
+try:
+    config = ServiceConfig.from_env()
+except ValueError as err:  # a bad TRANSLATOR_* setting: one line, not an import traceback from gunicorn
+    print(f"translator serve: error: {err}", file=sys.stderr)
+    sys.exit(2)
+app = create_app(config)

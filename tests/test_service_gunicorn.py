@@ -243,3 +243,13 @@ def test_serve_refuses_a_missing_model(tmp_path, capsys):
 def test_serve_refuses_zero_workers(trained_model, capsys):
     assert main(["serve", "--model", str(trained_model.path), "--workers", "0"]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+def test_serve_with_a_bad_environment_setting_exits_with_one_line(trained_model):
+    environment = dict(os.environ, TRANSLATOR_QUANTIZE="int4")
+    done = subprocess.run([sys.executable, "-m", "translator", "serve", "--model", str(trained_model.path),
+                           "--bind", f"127.0.0.1:{free_port()}"], env=environment, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    assert "translator serve: error: TRANSLATOR_QUANTIZE='int4' is not one of: none, int8" in done.stderr
+    assert "Traceback" not in done.stderr
