@@ -81,7 +81,17 @@ class Budget:
 
 FULL = Budget(minutes=10, steps=200, warmup_steps=20, validate_every=100, test_sentences=None, latency_inputs=200, gemm_seconds=0.5)
 QUICK = Budget(minutes=0.25, steps=10, warmup_steps=5, validate_every=10, test_sentences=50, latency_inputs=20, gemm_seconds=0.05)
-VARIANTS = {"feed": True, "no-feed": False}  # model.input_feeding
+# Our model's variants: (model.input_feeding, training.precision). bf16 mixed precision where the CPU
+# has bf16 instructions (run.py falls back to float32 elsewhere); "feed-fp32" shows what bf16 adds.
+VARIANTS = {"feed": (True, "bfloat16"), "no-feed": (False, "bfloat16"), "feed-fp32": (True, "float32")}
+VARIANT_LABELS = {"feed": "with input feeding", "no-feed": "without input feeding", "feed-fp32": "with input feeding, float32 training"}
+
+
+def training_precision(variant: str) -> str:
+    import torch
+
+    wanted = VARIANTS[variant][1]
+    return wanted if wanted == "float32" or torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
 
 
 # --- progress and processes ----------------------------------------------------------------------------
@@ -236,7 +246,8 @@ def our_vocabulary_size(config: dict[str, Any]) -> int:
 def ours_config(base: dict[str, Any], variant: str, dev_tsv: Path, **training: Any) -> dict[str, Any]:
     config = json.loads(json.dumps(base))
     config["name"] = f"benchmark-koen-{variant}"
-    config["model"]["input_feeding"] = VARIANTS[variant]
+    config["model"]["input_feeding"] = VARIANTS[variant][0]
+    config["training"]["precision"] = training_precision(variant)
     config["data"]["dev"] = {"path": str(dev_tsv), "format": "tsv"}
     config["training"].update(training)
     from translator.config import config_from_dict
@@ -451,17 +462,19 @@ def setting(report: dict[str, Any]) -> str:
 
 
 # --- matmul speed ----------------------------------------------------------------------------------------------
-def gemm_speeds(shapes: list[tuple[int, int, int, int]], seconds: float) -> dict[tuple[int, int, int, int], float]:
+def gemm_speeds(shapes: list[tuple[int, int, int, int]], seconds: float,
+                precision: str = "float32") -> dict[tuple[int, int, int, int], float]:
     """GFLOP/s of torch.mm (torch.bmm when batched) at each (batch, m, k, n) shape on this machine
-    (float32, torch's default threads, the best of three timing rounds)."""
+    (in `precision`, torch's default threads, the best of three timing rounds)."""
     import torch
 
+    dtype = getattr(torch, precision)
     speeds = {}
     for bmm, m, k, n in shapes:
         if bmm > 1:
-            a, b, op = torch.randn(bmm, m, k), torch.randn(bmm, k, n), torch.bmm
+            a, b, op = torch.randn(bmm, m, k, dtype=dtype), torch.randn(bmm, k, n, dtype=dtype), torch.bmm
         else:
-            a, b, op = torch.randn(m, k), torch.randn(k, n), torch.mm
+            a, b, op = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype), torch.mm
         for _ in range(3):
             op(a, b)
         best = 0.0
@@ -498,6 +511,7 @@ def measure(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
                                "date": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
                                "command": "python benchmarks/run.py " + " ".join(args.argv), "machine": asdict(machine()),
                                "load_average_start": load_average(), "variant": args.variant, "work": str(work),
+                               "precision": training_precision(args.variant),
                                "settings": {"mkldnn": ["off", "on"] if args.mkldnn == "both" else [args.mkldnn],
                                             "latency_threads": [str(t) if t else "default" for t in args.latency_threads]}}
 
@@ -671,9 +685,10 @@ def measure(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
     mean = results["throughput"][key]["mean_batch"]
     dims = suite.Dims.from_config(ours_config(base, args.variant, tiny_tsv)["model"], vocab)
     gemms = suite.forward_gemms(dims, round(mean["batch"]), round(mean["src_len"]), round(mean["tgt_len"]), round(mean["src_tokens"]))
-    speeds = gemm_speeds(sorted({g.shape for g in gemms}), budget.gemm_seconds)
+    precision = training_precision(args.variant)
+    speeds = gemm_speeds(sorted({g.shape for g in gemms}), budget.gemm_seconds, precision)
     total = sum(g.flops for g in gemms)
-    results["matmul"] = {
+    results["matmul"] = {"precision": precision,
         "shapes": [{"name": g.name, "bmm": g.bmm, "m": g.m, "k": g.k, "n": g.n, "count": round(g.count, 2),
                     "share_of_flops": round(g.flops / total, 4), "gflops": round(speeds[g.shape], 2)} for g in gemms],
         "peak_gflops": max(speeds.values()),
@@ -724,6 +739,12 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
     rows.append(Row("test set, beam 5, BLEU", ours_b5["bleu"], joey_b5["bleu"], "delta", "≥ Joey", ours_b5["bleu"] >= joey_b5["bleu"], digits=2))
     rows.append(Row("test set, greedy, sentences/s (whole command)", ours_g["sentences_per_sec"], joey_g["sentences_per_sec"], "higher",
                     note=f"oneDNN {ours_g['mkldnn']}"))
+    # The int8 option (dynamic quantization, what the service runs): the same targets, BLEU included.
+    int8_b5 = fastest(tr[f"{ours_key}-int8"], 5)
+    int8_met = (suite.met_ratio(int8_b5["sentences_per_sec"], joey_b5["sentences_per_sec"], at_least=3.0)
+                and int8_b5["bleu"] >= joey_b5["bleu"])
+    rows.append(Row("test set, beam 5, sentences/s, int8 (whole command)", int8_b5["sentences_per_sec"], joey_b5["sentences_per_sec"],
+                    "higher", "≥ 3×, BLEU ≥ Joey", int8_met, note=f"BLEU {int8_b5['bleu']:.2f}"))
 
     for beam, label in (("1", "greedy"), ("5", "beam 5")):
         ours_best, joey_best = fastest_latency(lat["ours"], beam), fastest_latency(lat["joey"], beam)
@@ -733,6 +754,10 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
                         note=f"ours {setting(ours_best)}; Joey {setting(joey_best)}"))
         rows.append(Row(f"single sentence, {label}, p95 ms", ours_best["beams"][beam]["p95_ms"], joey_best["beams"][beam]["p95_ms"],
                         "lower", digits=2))
+        int8 = fastest_latency(lat["ours-int8"], beam)
+        int8_p50 = int8["beams"][beam]["p50_ms"]
+        rows.append(Row(f"single sentence, {label}, p50 ms, int8", int8_p50, joey_p50, "lower", "≤ ⅓ (0.33×)",
+                        suite.met_ratio(int8_p50, joey_p50, at_most=1 / 3), digits=2, note=f"ours {setting(int8)}"))
 
     ours_train_rss, joey_train_rss = runs[ours_key]["peak_rss_mb"], runs["joey"]["peak_rss_mb"]
     rows.append(Row("peak RSS, training, MB", ours_train_rss, joey_train_rss, "lower", "< Joey", ours_train_rss < joey_train_rss, digits=0))
@@ -769,14 +794,17 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
     gflops = thr[ours_key]["gflops"]
     rows.append(Row("our training GFLOP/s (analytic matmul FLOPs × 3 ÷ step time)", gflops, None, "info", digits=1,
                     note=f"{gflops / matmul['peak_gflops']:.0%} of the matmul peak below"))
-    rows.append(Row("this machine's torch.mm peak at our training shapes, GFLOP/s", matmul["peak_gflops"], None, "info", digits=1,
+    rows.append(Row(f"this machine's torch.mm peak at our training shapes, {matmul.get('precision', 'float32')}, GFLOP/s",
+                    matmul["peak_gflops"], None, "info", digits=1,
                     note=f"{matmul['peak_shape']}; every product of our step as one mm/bmm: {matmul['mm_at_our_shapes_gflops']:.1f}"))
 
     for other in (k for k in thr if k.startswith("ours-") and k != ours_key):
-        name = other.removeprefix("ours-")
-        label = "without input feeding" if name == "no-feed" else "with input feeding"
+        label = VARIANT_LABELS[other.removeprefix("ours-")]
         tps = thr[other]["tokens_per_sec"]
-        rows.append(Row(f"ours {label}: training tokens/s", tps, joey_tps, "higher", "≥ 3×", suite.met_ratio(tps, joey_tps, at_least=3.0), digits=0))
+        rows.append(Row(f"ours {label}: training tokens/s", tps, joey_tps, "higher", "≥ 3×", suite.met_ratio(tps, joey_tps, at_least=3.0),
+                        digits=0))
+        rss = runs[other]["peak_rss_mb"]
+        rows.append(Row(f"ours {label}: peak RSS, training, MB", rss, joey_train_rss, "lower", "< Joey", rss < joey_train_rss, digits=0))
         other_greedy = fastest(tr[other], 1)
         rows.append(Row(f"ours {label}: dev BLEU, greedy, after {minutes:g} min", other_greedy["bleu"], joey_greedy["bleu"], "delta",
                         "≥ Joey", other_greedy["bleu"] >= joey_greedy["bleu"], digits=2, note=f"{runs[other]['steps']:,} steps"))
@@ -788,7 +816,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
 
 def report(results: dict[str, Any], rows: list[Row]) -> str:
     m = suite.Machine(**results["machine"])
-    feed = "with input feeding" if results["variant"] == "feed" else "without input feeding"
+    feed = f"{VARIANT_LABELS[results['variant']]}, {results.get('precision', 'float32')} training"
     lines = [
         suite.SECTION_HEADING,
         "",
@@ -831,7 +859,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--variant", choices=tuple(VARIANTS), default="feed",
                         help="our model in the headline column: with input feeding (feed, default) or without (no-feed)")
     parser.add_argument("--both-variants", action=argparse.BooleanOptionalAction, default=None,
-                        help="also train and score the other variant (default: on in full mode, off with --quick)")
+                        help="also train and score the other variants (default: on in full mode, off with --quick)")
     parser.add_argument("--mkldnn", choices=("both", "on", "off"), help="oneDNN settings to measure ours with (full: both, quick: off)")
     parser.add_argument("--latency-threads", type=int, nargs="+", metavar="N",
                         help="torch thread counts for the single-sentence runs of both systems, 0 = torch's default "
@@ -844,6 +872,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="working folder (default runs/benchmark or runs/benchmark-quick)")
     parser.add_argument("--write-results", action=argparse.BooleanOptionalAction, default=None,
                         help="write the section into benchmarks/RESULTS.md (default: on in full mode, off with --quick)")
+    parser.add_argument("--report-from", type=Path, metavar="RESULTS_JSON",
+                        help="measure nothing: render the table of a finished run's results.json (and write it unless --no-write-results)")
     parser.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -854,6 +884,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         args.both_variants = not args.quick
     if args.write_results is None:
         args.write_results = not args.quick
+    if args.report_from is not None and not args.report_from.is_file():
+        parser.error(f"--report-from: {args.report_from} is not a file")
     if args.mkldnn is None:
         args.mkldnn = "off" if args.quick else "both"
     if args.latency_threads is None:
@@ -883,7 +915,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("run.py: error: --steps must be at least --warmup-steps (one logged window after the warm-up)", file=sys.stderr)
         return 2
     try:
-        results = measure(args, budget)
+        # --report-from re-renders a finished run's table (e.g. after the table gains a row).
+        results = json.loads(args.report_from.read_text(encoding="utf-8")) if args.report_from else measure(args, budget)
         rows = table_rows(results)
     except SetupError as err:
         print(f"run.py: error: {err}", file=sys.stderr)

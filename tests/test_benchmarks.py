@@ -11,7 +11,7 @@ import yaml
 
 from benchmarks import suite
 from benchmarks.peer import prepare
-from benchmarks.run import parse_args
+from benchmarks.run import main, parse_args, table_rows
 from translator.config import config_from_dict, load_config
 from translator.data import normalize
 from translator.model import build_model
@@ -274,3 +274,37 @@ def test_modes_default_sensibly():
     assert full.both_variants is True and full.write_results is True and full.mkldnn == "both"
     assert full.latency_threads == [1, 0]
     assert parse_args(["--quick", "--write-results", "--variant", "no-feed"]).write_results is True
+
+
+# A full run's results.json, trimmed (per-input latencies and outputs, log windows dropped): what
+# --report-from and the table are checked against.
+RESULTS_FIXTURE = ROOT / "tests" / "data" / "benchmark-results.json"
+
+
+def test_table_rows_follow_the_measured_figures():
+    import json
+
+    results = json.loads(RESULTS_FIXTURE.read_text(encoding="utf-8"))
+    rows = {row.metric.split(" (")[0]: row for row in table_rows(results)}
+    training = rows["training, target tokens/s over 200 steps after 20 warm-up steps"]
+    ours, joey = results["throughput"]["ours-feed"]["tokens_per_sec"], results["throughput"]["joey"]["tokens_per_sec"]
+    assert (training.ours, training.peer) == (ours, joey) and training.met == (ours / joey >= 3)
+    int8 = rows["test set, beam 5, sentences/s, int8"]
+    int8_run = next(r for r in results["translation"]["ours-feed-int8"] if r["beam"] == 5)
+    assert int8.ours == int8_run["sentences_per_sec"] and int8.met == (int8.ours / int8.peer >= 3 and int8_run["bleu"] >= 0.2)
+    # Every other trained variant gets its throughput, memory and BLEU rows.
+    for label in ("without input feeding", "with input feeding, float32 training"):
+        assert {f"ours {label}: training tokens/s", f"ours {label}: peak RSS, training, MB"} <= rows.keys()
+
+
+def test_report_from_renders_a_finished_run_without_measuring(tmp_path, capsys):
+    results_md = tmp_path / "RESULTS.md"
+    results_md.write_text("# Results\n\n## Load\n\nkept\n", encoding="utf-8")
+    assert main(["--report-from", str(RESULTS_FIXTURE), "--results", str(results_md), "--work", str(tmp_path / "w")]) == 0
+    printed = capsys.readouterr().out
+    written = results_md.read_text(encoding="utf-8")
+    assert "| test set, beam 5, sentences/s, int8 (whole command)" in printed
+    assert suite.SECTION_HEADING in written and "## Load\n\nkept" in written
+    assert not (tmp_path / "w").exists()  # nothing was measured
+    with pytest.raises(SystemExit):
+        parse_args(["--report-from", str(tmp_path / "absent.json")])

@@ -356,7 +356,7 @@ def test_average_refuses_checkpoints_of_different_models(tmp_path, trained_model
     assert not (tmp_path / "average.pt").exists()
 
 
-def test_average_counts_a_step_once_and_keeps_the_latest_step(tmp_path, trained_model):
+def test_average_counts_identical_weights_once_and_keeps_the_latest_step(tmp_path, trained_model):
     from translator.checkpoint import average_checkpoints
 
     run = trained_model.path.parent
@@ -368,5 +368,20 @@ def test_average_counts_a_step_once_and_keeps_the_latest_step(tmp_path, trained_
     metrics = average_checkpoints([*steps, trained_model.path, copy], tmp_path / "average.pt")
     assert sorted(metrics["averaged_steps"]) == sorted(distinct)  # the copy of last.pt is not counted again
     assert metrics["step"] == max(metrics["averaged_steps"]) == last_step
-    with pytest.raises(ValueError, match="different steps"):
+    with pytest.raises(ValueError, match="at least two different checkpoints"):
         average_checkpoints([trained_model.path, copy], tmp_path / "again.pt")
+
+
+def test_average_keeps_checkpoints_of_the_same_step_from_different_runs(tmp_path, trained_model):
+    """Two fine-tuning runs of one model reach the same step numbers with different weights (a model
+    soup): both count."""
+    from translator.checkpoint import average_checkpoints
+
+    payload = load_checkpoint(trained_model.path)
+    other = {name: t + 0.5 if t.is_floating_point() else t for name, t in payload["model"].items()}
+    save_checkpoint(tmp_path / "other-run.pt", other, payload["config"], payload["tokenizer"], None, payload["metrics"])
+    metrics = average_checkpoints([trained_model.path, tmp_path / "other-run.pt"], tmp_path / "soup.pt")
+    assert len(metrics["averaged_steps"]) == 2 and len(set(metrics["averaged_steps"])) == 1
+    soup = load_checkpoint(tmp_path / "soup.pt")["model"]
+    name = "src_embed.weight"
+    assert torch.allclose(soup[name], payload["model"][name] + 0.25, atol=1e-6)

@@ -306,6 +306,9 @@ def test_average_writes_a_model_that_translates_and_refuses_a_single_checkpoint(
     sources = sorted(trained_model.path.parent.glob("step-*.pt"))[-2:]
     code, out, _ = run(capsys, "average", *sources, "--output", tmp_path / "avg.pt")
     assert code == 0 and "the mean of 2 checkpoints" in out
+    # A step given twice (as best.pt or last.pt often is) is averaged once, and the message says so.
+    code, out, _ = run(capsys, "average", *sources, sources[-1], "--output", tmp_path / "avg3.pt")
+    assert code == 0 and "the mean of 2 checkpoints (steps " in out, out
     code, out, _ = run(capsys, "translate", "--model", tmp_path / "avg.pt", "--source", "en", "--target", "ko",
                        trained_model.pairs[0][0])
     assert code == 0 and out.strip()

@@ -15,7 +15,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from translator.config import ModelConfig  # noqa: E402
-from translator.model import RNN_CELLS, Seq2Seq, build_model, count_parameters  # noqa: E402
+from translator.model import CELL_FUNCTIONS, RNN_CELLS, Seq2Seq, build_model, cell_step, count_parameters  # noqa: E402
 
 VOCAB, PAD, BOS, EOS = 40, 0, 1, 2
 CELLS = ("rnn", "lstm", "gru")
@@ -484,3 +484,54 @@ def test_truncated_bptt_leaves_the_forward_values_unchanged(input_feeding):
     longer, _ = model(src, lengths, tgt_in, truncate=7)  # K >= T: one chunk, plain BPTT
     torch.testing.assert_close(cut, full, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(longer, full, atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One decoder step through torch's cell functions (training under bf16 autocast)
+
+
+@pytest.mark.parametrize("cell", sorted(RNN_CELLS))
+@pytest.mark.parametrize("layers", [1, 3])
+def test_cell_step_equals_the_fused_module_step(cell, layers):
+    torch.manual_seed(0)
+    rnn = RNN_CELLS[cell](6, 5, num_layers=layers, batch_first=True).eval()
+    assert type(rnn) in CELL_FUNCTIONS
+    inputs = torch.randn(4, 6)
+    h = torch.randn(layers, 4, 5)
+    state = (h, torch.randn(layers, 4, 5)) if cell == "lstm" else h
+    expected_out, expected_state = rnn(inputs.unsqueeze(1), state)
+    out, new_state = cell_step(rnn, inputs, state)
+    torch.testing.assert_close(out, expected_out)
+    for got, want in zip(new_state if cell == "lstm" else [new_state], expected_state if cell == "lstm" else [expected_state]):
+        torch.testing.assert_close(got, want)
+
+
+def test_cell_step_applies_dropout_between_layers_only_in_training():
+    torch.manual_seed(0)
+    rnn = nn.LSTM(6, 5, num_layers=2, dropout=0.9, batch_first=True)
+    inputs, state = torch.randn(8, 6), (torch.zeros(2, 8, 5), torch.zeros(2, 8, 5))
+    rnn.eval()
+    evaluated = cell_step(rnn, inputs, state)[0]
+    rnn.train()
+    trained = [cell_step(rnn, inputs, state)[0] for _ in range(2)]
+    assert not torch.allclose(trained[0], evaluated) and not torch.allclose(trained[0], trained[1])
+
+
+def test_training_under_bf16_autocast_takes_the_cell_path_with_float32_gradients(monkeypatch):
+    import translator.model as model_module
+
+    calls = []
+    monkeypatch.setattr(model_module, "cell_step", lambda *args: calls.append(1) or cell_step(*args))
+    model = tiny_model(input_feeding=True).train()
+    src, lengths = padded_batch([5, 3])
+    tgt = targets(2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(src, lengths, tgt)
+    assert logits.dtype == torch.bfloat16 and len(calls) == tgt.size(1)
+    F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tgt.reshape(-1)).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    model.eval()  # inference keeps the fused module (the int8 model has no cell weights)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        model(src, lengths, tgt)
+    assert len(calls) == tgt.size(1)

@@ -6,10 +6,12 @@ with ``torch.load(weights_only=True)`` so a checkpoint cannot run code.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 import struct
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -128,22 +130,35 @@ def _per_storage(weights: dict[str, torch.Tensor], convert) -> dict[str, torch.T
     return result
 
 
+def weights_checksum(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of every tensor's name, dtype, shape and bytes: equal exactly when the weights are."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def average_checkpoints(sources: list[str | Path], target: str | Path) -> dict[str, Any]:
     """Write the element-wise mean of several checkpoints' weights (as in OpenNMT's average_models):
-    they must share config and tokenizer, i.e. come from one run or its --resume continuations."""
-    payloads, steps, kept = [], [], []
+    they must share model config and tokenizer, e.g. come from one run and its --resume continuations,
+    or from fine-tuning runs of one initial model ("model soups")."""
+    payloads, steps, kept, seen = [], [], [], set()
     for path in sources:
         payload = load_checkpoint(path)
         step = (payload.get("metrics") or {}).get("step")
-        if step is not None and step in steps:
+        checksum = weights_checksum(payload["model"])
+        if checksum in seen:
             # best.pt and last.pt are copies of a step-*.pt: counting them twice would weight that step double.
-            log.warning("average: %s is step %s again; counted once", path, step)
+            log.warning("average: %s has the same weights as an earlier checkpoint (step %s); counted once", path, step)
             continue
+        seen.add(checksum)
         payloads.append(payload)
         steps.append(step)
         kept.append(path)
     if len(payloads) < 2:
-        raise ValueError("average needs at least two checkpoints of different steps")
+        raise ValueError("average needs at least two different checkpoints")
     sources, first = kept, payloads[0]
     for path, payload in zip(sources[1:], payloads[1:]):
         if payload["config"].get("model") != first["config"].get("model") or payload["tokenizer"] != first["tokenizer"]:

@@ -98,10 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="storage type of the weights (default: float16)")
     export.set_defaults(run=run_export)
 
-    average = commands.add_parser("average", help="average the weights of several checkpoints of one run",
+    average = commands.add_parser("average",
+                                  help="average the weights of several checkpoints of one run (or of runs fine-tuned from one model)",
                                   description="Average the weights of checkpoints of the same run (e.g. the last "
-                                              "step-*.pt files): usually a steadier model than any one of them.")
-    average.add_argument("models", nargs="+", type=Path, metavar="CKPT", help="two or more checkpoints of one run")
+                                              "step-*.pt files): usually a steadier model than any one of them. "
+                                              "Checkpoints with identical weights count once.")
+    average.add_argument("models", nargs="+", type=Path, metavar="CKPT",
+                         help="two or more checkpoints with the same model config and vocabulary")
     average.add_argument("--output", type=Path, required=True, help="where to write the averaged model")
     average.set_defaults(run=run_average)
 
@@ -211,9 +214,11 @@ def run_export(args: argparse.Namespace) -> int:
 def run_average(args: argparse.Namespace) -> int:
     from translator.checkpoint import average_checkpoints
 
-    average_checkpoints(args.models, args.output)
+    steps = average_checkpoints(args.models, args.output)["averaged_steps"]
     size = args.output.stat().st_size / 1e6
-    print(f"wrote {args.output} ({size:.1f} MB, the mean of {len(args.models)} checkpoints, no training state)")
+    listed = ", ".join(str(step) for step in steps if step is not None)
+    which = f" (steps {listed})" if listed else ""
+    print(f"wrote {args.output} ({size:.1f} MB, the mean of {len(steps)} checkpoints{which}, no training state)")
     return 0
 
 

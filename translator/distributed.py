@@ -14,7 +14,6 @@ ranks with batches B_1..B_N give the gradient of one process training on B_1 ∪
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from translator.checkpoint import weights_checksum  # noqa: F401  (the replicas' checksum at every save)
 from translator.config import ConfigError
 
 log = logging.getLogger("translator.distributed")
@@ -190,16 +190,6 @@ def wrap_model(model: nn.Module, context: Context) -> nn.Module:
 
     device_ids = [context.device.index] if context.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
-
-
-def weights_checksum(state: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 of every tensor's name, dtype, shape and bytes: equal exactly when the weights are."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def check_replicas(checksums: Sequence[str]) -> None:

@@ -12,12 +12,17 @@ time budget or Ctrl-C) are taken from values all ranks share, so the replicas ne
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import math
+import os
 import random
 import signal
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -140,7 +145,7 @@ def sequence_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float, pa
     """Mean token cross-entropy (with label smoothing) over the non-pad target tokens; divided by
     `n_tokens` instead of the batch's own count when given (the global count under DDP)."""
     loss = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)),
+        logits.reshape(-1, logits.size(-1)).float(),  # bf16 logits (mixed precision): the loss in float32
         batch.tgt_out.reshape(-1),
         ignore_index=pad_id,
         label_smoothing=label_smoothing,
@@ -149,9 +154,33 @@ def sequence_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float, pa
     return loss / max(batch.n_tokens if n_tokens is None else n_tokens, 1)
 
 
+def precision_context(precision: str, device: torch.device) -> Callable[[], AbstractContextManager[Any]]:
+    """What train_step runs the forward pass under: nothing (float32) or bf16 autocast."""
+    if precision == "float32":
+        return contextlib.nullcontext
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # Without native bf16 the casts are emulated and training gets slower, not faster.
+        raise ConfigError("training.precision: bfloat16 needs a CPU with bf16 instructions (AVX512-BF16 or AMX); "
+                          "this one has none, use float32")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("training.precision: bfloat16 needs a GPU with bf16 support (Ampere or newer); use float32")
+    return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
+
+
+def limit_onednn_caches() -> None:
+    """oneDNN and torch's ideep layer over it cache a primitive (with its own copy of the weights,
+    bf16 ones under mixed precision) per batch shape, up to 1,024 each by default; bucketed batches
+    have hundreds of shapes. Measured on the benchmark model: bf16 1,418 → 728 MB peak RSS, float32
+    857 → 810 MB, at the same speed. Read when oneDNN first runs; the user's values win."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+    os.environ.setdefault("LRU_CACHE_CAPACITY", "64")
+
+
 def build_optimizer(model: Seq2Seq, config: Config) -> torch.optim.Optimizer:
     t = config.training
-    return torch.optim.Adam(model.parameters(), lr=t.learning_rate, betas=t.betas, weight_decay=t.weight_decay)
+    # fused: one kernel over all parameters; measured ~4x faster per step than the default foreach Adam
+    # on CPU (7 of ~100 ms per benchmark step before).
+    return torch.optim.Adam(model.parameters(), lr=t.learning_rate, betas=t.betas, weight_decay=t.weight_decay, fused=True)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> Optional[Any]:
@@ -195,6 +224,7 @@ class Trainer:
         self.config, self.output_dir, self.dist, self.device = config, output_dir, dist, dist.device
         t = config.training
         torch.set_num_threads(distributed.threads_per_rank(t.num_threads, dist))
+        limit_onednn_caches()
         random.seed(t.seed)
         torch.manual_seed(t.seed)
 
@@ -219,6 +249,7 @@ class Trainer:
         self.model = build_model(config.model, self.tokenizer.vocab_size, self.tokenizer.pad_id, seed=t.seed).to(self.device)
         if dist.rank > 0:  # the same initial weights on every rank, but each its own dropout masks
             torch.manual_seed(t.seed + dist.rank)
+        self.autocast = precision_context(t.precision, self.device)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.state = TrainingState()
@@ -309,7 +340,8 @@ class Trainer:
         # gradient is that of one process on the union batch (a mean of per-rank means would weight
         # the tokens of short batches more).
         n_tokens = int(self.dist.all_sum([batch.n_tokens])[0])
-        logits, _ = self.train_model(batch.src, batch.src_lengths, batch.tgt_in, t.teacher_forcing, t.truncated_bptt)
+        with self.autocast():
+            logits, _ = self.train_model(batch.src, batch.src_lengths, batch.tgt_in, t.teacher_forcing, t.truncated_bptt)
         loss = sequence_loss(logits, batch, t.label_smoothing, self.tokenizer.pad_id, n_tokens)
         (loss * world if world > 1 else loss).backward()
         # The norm is always measured (and logged); it is clipped only when clip_norm > 0.
