@@ -1,7 +1,7 @@
 """Ours against Joey NMT 2.3.0 on the same data, model size and machine, in one run.
 
     benchmarks/peer/install.sh           # once: Joey NMT 2.3.0 in its own virtualenv ($PEER_VENV, default ../peer-venv)
-    python benchmarks/run.py             # full: 10 minutes of training per system, ~45 min; writes benchmarks/RESULTS.md
+    python benchmarks/run.py             # full: 10 minutes of training per system, ~50 min; writes benchmarks/RESULTS.md
     python benchmarks/run.py --quick     # < 3 minutes on an idle 2-core machine (CI smoke); writes nothing tracked
 
 Both systems train the model of configs/benchmark-koen.yaml (ko→en, SentencePiece joint unigram
@@ -848,7 +848,7 @@ def report(results: dict[str, Any], rows: list[Row]) -> str:
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Full mode takes about 45 minutes on 2 cores; --quick under 3 minutes on an idle machine.")
+                                     epilog="Full mode takes about 50 minutes on 2 cores (26 with --minutes 5); --quick under 3 minutes on an idle machine.")
     parser.add_argument("--quick", action="store_true", help="tiny budgets (CI smoke); RESULTS.md is left alone unless --write-results")
     parser.add_argument("--minutes", type=float, help="training budget per system, minutes (full 10, quick 0.25)")
     parser.add_argument("--steps", type=int, help="timed training steps for throughput (full 200, quick 10)")
@@ -857,7 +857,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--test-sentences", type=int, help="use the first N dev pairs as the test set (full: all 974, quick 50)")
     parser.add_argument("--latency-inputs", type=int, help="single-sentence inputs (full 200, quick 20)")
     parser.add_argument("--variant", choices=tuple(VARIANTS), default="feed",
-                        help="our model in the headline column: with input feeding (feed, default) or without (no-feed)")
+                        help="our model in the headline column: with input feeding (feed, default), without (no-feed), or with it in float32 (feed-fp32)")
     parser.add_argument("--both-variants", action=argparse.BooleanOptionalAction, default=None,
                         help="also train and score the other variants (default: on in full mode, off with --quick)")
     parser.add_argument("--mkldnn", choices=("both", "on", "off"), help="oneDNN settings to measure ours with (full: both, quick: off)")
@@ -944,7 +944,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         existing = args.results.read_text(encoding="utf-8") if args.results.is_file() else ""
         atomic_write_text(args.results, suite.replace_section(existing, suite.SECTION_HEADING, section))
         say(f"wrote the '{suite.SECTION_HEADING[3:]}' section of {args.results}")
-    say(f"done in {time.monotonic() - _STARTED:.0f} s; raw figures in {args.work / 'results.json'}")
+    say(f"done in {time.monotonic() - _STARTED:.0f} s; raw figures in {args.report_from or args.work / 'results.json'}")
     return 0
 
 

@@ -291,7 +291,8 @@ def test_table_rows_follow_the_measured_figures():
     assert (training.ours, training.peer) == (ours, joey) and training.met == (ours / joey >= 3)
     int8 = rows["test set, beam 5, sentences/s, int8"]
     int8_run = next(r for r in results["translation"]["ours-feed-int8"] if r["beam"] == 5)
-    assert int8.ours == int8_run["sentences_per_sec"] and int8.met == (int8.ours / int8.peer >= 3 and int8_run["bleu"] >= 0.2)
+    joey_bleu = next(r for r in results["translation"]["joey"] if r["beam"] == 5)["bleu"]
+    assert int8.ours == int8_run["sentences_per_sec"] and int8.met == (int8.ours / int8.peer >= 3 and int8_run["bleu"] >= joey_bleu)
     # Every other trained variant gets its throughput, memory and BLEU rows.
     for label in ("without input feeding", "with input feeding, float32 training"):
         assert {f"ours {label}: training tokens/s", f"ours {label}: peak RSS, training, MB"} <= rows.keys()

@@ -221,7 +221,9 @@ class AttentionDecoder(nn.Module):
     def step(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> tuple[Tensor, DecoderState, Tensor]:
         """One step for inputs [B, E] → attentional vector [B, H], new state, weights [B, S]."""
         inputs = torch.cat([embedded, state.feed], dim=-1) if self.input_feeding else embedded
-        if self.training and torch.is_autocast_enabled(inputs.device.type) and type(self.rnn) in CELL_FUNCTIONS:
+        # CPU only: on CUDA cuDNN's fused step is the fast path.
+        if (self.training and inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and type(self.rnn) in CELL_FUNCTIONS):
             out, rnn_state = cell_step(self.rnn, inputs, state.rnn)
         else:
             out, rnn_state = self.rnn(inputs.unsqueeze(1), state.rnn)
