@@ -685,7 +685,7 @@ def measure(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
     mean = results["throughput"][key]["mean_batch"]
     dims = suite.Dims.from_config(ours_config(base, args.variant, tiny_tsv)["model"], vocab)
     gemms = suite.forward_gemms(dims, round(mean["batch"]), round(mean["src_len"]), round(mean["tgt_len"]), round(mean["src_tokens"]))
-    precision = training_precision(args.variant)
+    precision = results["precision"]
     speeds = gemm_speeds(sorted({g.shape for g in gemms}), budget.gemm_seconds, precision)
     total = sum(g.flops for g in gemms)
     results["matmul"] = {"precision": precision,
@@ -914,9 +914,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     if budget.steps < budget.warmup_steps:
         print("run.py: error: --steps must be at least --warmup-steps (one logged window after the warm-up)", file=sys.stderr)
         return 2
+    if args.report_from:  # re-render a finished run's table (e.g. after the table gains a row)
+        try:
+            results = json.loads(args.report_from.read_text(encoding="utf-8"))
+            section = report(results, table_rows(results))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            print(f"run.py: error: --report-from {args.report_from}: not a results.json written by benchmarks/run.py "
+                  f"({type(err).__name__}: {err})", file=sys.stderr)
+            return 2
+        return finish(args, section)
     try:
-        # --report-from re-renders a finished run's table (e.g. after the table gains a row).
-        results = json.loads(args.report_from.read_text(encoding="utf-8")) if args.report_from else measure(args, budget)
+        results = measure(args, budget)
         rows = table_rows(results)
     except SetupError as err:
         print(f"run.py: error: {err}", file=sys.stderr)
@@ -936,7 +944,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
     finally:
         stop_children()
-    section = report(results, rows)
+    return finish(args, report(results, rows))
+
+
+def finish(args: argparse.Namespace, section: str) -> int:
+    """Print the section and write it into RESULTS.md (unless --no-write-results)."""
     print(section)
     if args.write_results:
         from translator.io import atomic_write_text

@@ -309,3 +309,9 @@ def test_report_from_renders_a_finished_run_without_measuring(tmp_path, capsys):
     assert not (tmp_path / "w").exists()  # nothing was measured
     with pytest.raises(SystemExit):
         parse_args(["--report-from", str(tmp_path / "absent.json")])
+    capsys.readouterr()
+    for name, text in (("broken.json", "{not json"), ("other.json", '{"mode": "full"}')):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert main(["--report-from", str(tmp_path / name), "--no-write-results"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not a results.json written by benchmarks/run.py" in err, err

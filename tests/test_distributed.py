@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from translator.checkpoint import load_checkpoint
+from translator.checkpoint import load_checkpoint, weights_checksum
 from translator.config import ConfigError, config_from_dict
 from translator.data import make_batches
 from translator.distributed import (
@@ -27,7 +27,6 @@ from translator.distributed import (
     shard_batches,
     threads_per_rank,
     timeout,
-    weights_checksum,
 )
 from translator.training import Trainer, train
 

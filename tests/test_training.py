@@ -422,16 +422,21 @@ def test_best_metric_sense_needs_dev_rows_with_a_context(make_config, tmp_path):
 # Truncated BPTT
 
 
-def test_truncated_bptt_still_learns_the_smoke_corpus(tmp_path):
-    """K = 2 cuts the smoke corpus's targets (up to ~20 pieces) into many chunks; the loss still falls
-    (measured about 5.7 → 1.3 in 60 steps, as with full back-propagation)."""
+def smoke_config(**training) -> dict:
+    """configs/smoke.yaml on data/smoke.tsv, a 32-wide model, a high learning rate, a log line every 5
+    steps and no validation: the loss curve of a minute-long run, as a raw config dict."""
     repo = Path(__file__).resolve().parents[1]
     raw = load_config(repo / "configs" / "smoke.yaml").to_dict()
     raw["data"]["train"] = [{"path": str(repo / "data" / "smoke.tsv"), "format": "auto"}]
     raw["model"].update(embedding=32, hidden=32)
-    raw["training"].update(truncated_bptt=2, learning_rate=0.01, max_steps=60, validate_every=1000,
-                           save_every=1000, log_every=5, num_threads=1)
-    train(config_from_dict(raw), tmp_path)
+    raw["training"].update(learning_rate=0.01, validate_every=1000, save_every=1000, log_every=5, num_threads=1, **training)
+    return raw
+
+
+def test_truncated_bptt_still_learns_the_smoke_corpus(tmp_path):
+    """K = 2 cuts the smoke corpus's targets (up to ~20 pieces) into many chunks; the loss still falls
+    (measured about 5.7 → 1.3 in 60 steps, as with full back-propagation)."""
+    train(config_from_dict(smoke_config(truncated_bptt=2, max_steps=60)), tmp_path)
     losses = [e["loss"] for e in read_metrics(tmp_path)[0]]
     assert len(losses) == 12 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-3:]) / 3 < 0.35 * losses[0], losses
@@ -446,11 +451,7 @@ def test_bfloat16_training_learns_like_float32(tmp_path):
     smoke corpus: the same falling loss, to within a few percent."""
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         pytest.skip("this CPU has no bf16 instructions: bfloat16 is refused (see the test below)")
-    repo = Path(__file__).resolve().parents[1]
-    raw = load_config(repo / "configs" / "smoke.yaml").to_dict()
-    raw["data"]["train"] = [{"path": str(repo / "data" / "smoke.tsv"), "format": "auto"}]
-    raw["model"].update(embedding=32, hidden=32)
-    raw["training"].update(learning_rate=0.01, max_steps=40, validate_every=1000, save_every=1000, log_every=5, num_threads=1)
+    raw = smoke_config(max_steps=40)
     losses = {}
     for precision in ("float32", "bfloat16"):
         raw["training"]["precision"] = precision

@@ -25,7 +25,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from translator.checkpoint import weights_checksum  # noqa: F401  (the replicas' checksum at every save)
 from translator.config import ConfigError
 
 log = logging.getLogger("translator.distributed")

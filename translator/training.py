@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from translator import distributed
-from translator.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from translator.checkpoint import load_checkpoint, load_weights, save_checkpoint, weights_checksum
 from translator.config import SCORE_PREFIXES, Config, ConfigError, DataConfig, config_from_dict, save_config
 from translator.data import Batch, Example, clean_pairs, collate, load_training_data, make_batches, make_examples
 from translator.evaluation import is_accepted, score_corpus
@@ -304,7 +304,7 @@ class Trainer:
             "rng": rng_states(self.device),
         }
         if self.dist.enabled:
-            checksum = distributed.weights_checksum(self.model.state_dict())
+            checksum = weights_checksum(self.model.state_dict())
             gathered = self.dist.gather({"rng": training["rng"], "weights": checksum})
             self.replica_checksums = [item["weights"] for item in gathered]
             distributed.check_replicas(self.replica_checksums)
