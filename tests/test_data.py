@@ -15,6 +15,7 @@ from translator.data import (  # noqa: E402
     Pair,
     clean_pairs,
     collate,
+    drop_words,
     load_training_data,
     make_batches,
     make_examples,
@@ -303,3 +304,25 @@ def test_reads_real_tatoeba_dev():
     assert all(p.en and p.ko for p in pairs)
     assert all(any("\uac00" <= c <= "\ud7a3" for c in p.ko) for p in pairs[:50])  # Korean side is Hangul
     assert not any(any("\uac00" <= c <= "\ud7a3" for c in p.en) for p in pairs[:50])
+
+
+# --- context word dropout ---------------------------------------------------------------------------
+
+
+def test_drop_words_sets_every_piece_of_each_chosen_span_to_unk():
+    ids = [9, 10, 11, 12, 13, 14, 15]
+    spans = [(1, 3), (3, 4), (5, 7)]
+    assert drop_words(ids, spans, 0.0, random.Random(1), unk_id=1) == ids
+    assert drop_words(ids, spans, 0.999999, random.Random(1), unk_id=1) == [9, 1, 1, 1, 13, 1, 1]
+    # Ids outside the spans (the tag, the marked text, eos) always survive.
+    for seed in range(20):
+        kept = drop_words(ids, spans, 0.5, random.Random(seed), unk_id=1)
+        assert kept[0] == 9 and 13 in kept
+
+
+def test_drop_words_follows_its_random_stream_and_rate():
+    ids, spans = list(range(100, 400)), [(i, i + 1) for i in range(300)]
+    first = drop_words(ids, spans, 0.2, random.Random(7), unk_id=1)
+    assert first == drop_words(ids, spans, 0.2, random.Random(7), unk_id=1)
+    assert first != drop_words(ids, spans, 0.2, random.Random(8), unk_id=1)
+    assert 30 <= first.count(1) <= 90  # about 60 of 300

@@ -175,3 +175,27 @@ def test_inline_encoding_falls_back_to_separator_when_context_lacks_the_text(tok
 
 def test_no_context_is_the_same_in_both_encodings(tokenizer):
     assert tokenizer.encode_source("고양이", "en", None, "inline") == tokenizer.encode_source("고양이", "en", None, "separator")
+
+
+def _word_texts(tokenizer, ids) -> list[str]:
+    return [tokenizer.decode(ids[start:end]) for start, end in tokenizer.context_words(ids)]
+
+
+def test_context_words_inline_are_the_words_around_the_marked_text(tokenizer):
+    ids = tokenizer.encode_source("station", "ko", "Where is the station now please?", "inline")
+    # The marked text is never a context word, nor the word right after it (it may be the text's
+    # own ending, as 를 in 배를); tag and eos are not words.
+    assert _word_texts(tokenizer, ids) == ["Where", "is", "the", "please?"]
+    korean = tokenizer.encode_source("배", "en", "오늘 배를 타고 갔다", "inline")
+    assert _word_texts(tokenizer, korean) == ["오늘", "타고", "갔다"]
+
+
+def test_context_words_with_a_separator_are_the_words_after_it(tokenizer):
+    ids = tokenizer.encode_source("bat", "ko", "I love you.", "separator")
+    spans = tokenizer.context_words(ids)
+    assert _word_texts(tokenizer, ids) == ["I", "love", "you."]
+    assert spans[0][0] == ids.index(tokenizer.separator_id) + 1 and spans[-1][1] == len(ids) - 1
+
+
+def test_a_source_without_context_has_no_context_words(tokenizer):
+    assert tokenizer.context_words(tokenizer.encode_source("Where is the station?", "ko")) == []

@@ -148,6 +148,57 @@ def test_resume_without_restoring_random_state_would_differ(tmp_path, resume_con
     assert any(not torch.equal(first[name], second[name]) for name in first)
 
 
+def test_context_word_dropout_resumes_exactly_and_changes_only_context_words(tmp_path, make_config, monkeypatch):
+    from conftest import CONTEXT_ROWS, write_phrases
+
+    from translator.training import EncodedSet
+
+    phrases = write_phrases(tmp_path / "phrases.tsv", CONTEXT_ROWS)
+    pairs = []  # (source as encoded, source as trained on) for every dropped-out batch row
+    original_batch = EncodedSet.batch
+
+    def recording_batch(self, indices, tokenizer, context_word_dropout=0.0, rng=None):
+        batch = original_batch(self, indices, tokenizer, context_word_dropout, rng)
+        if context_word_dropout:
+            pairs.extend(zip((self.sources[i] for i in indices), batch.src.tolist()))
+            recording_batch.tokenizer = tokenizer
+        return batch
+
+    monkeypatch.setattr(EncodedSet, "batch", recording_batch)
+
+    def config(max_steps: int, rate: float = 0.5):
+        return make_config(
+            data={"phrases": [str(phrases)], "context_encoding": "inline"},
+            model={"dropout": 0.3},
+            training={"batch_tokens": 400, "max_steps": max_steps, "validate_every": 4, "save_every": 4,
+                      "context_word_dropout": rate},
+        )
+
+    n = RESUME_STEPS
+    train(config(n), tmp_path / "a")
+    train(config(2 * n), tmp_path / "a", resume=tmp_path / "a" / "last.pt")
+    train(config(2 * n), tmp_path / "b")
+    assert_bitwise_equal(model_weights(tmp_path / "a" / "last.pt"), model_weights(tmp_path / "b" / "last.pt"))
+    train(config(2 * n, rate=0.0), tmp_path / "c")
+    dropped, undropped = model_weights(tmp_path / "b" / "last.pt"), model_weights(tmp_path / "c" / "last.pt")
+    assert any(not torch.equal(dropped[name], undropped[name]) for name in dropped)
+
+    # Whole context words became <unk>; everything else (tag, marked text, sources without context) is kept.
+    tokenizer = recording_batch.tokenizer
+    n_unk = 0
+    for source, trained in pairs:
+        trained = [i for i in trained if i != tokenizer.pad_id]
+        n_unk += trained.count(tokenizer.unk_id)
+        if tokenizer._marker_ids[0] not in source:
+            assert trained == source
+            continue
+        spans = tokenizer.context_words(source)
+        assert len(trained) == len(source)
+        assert all(trained[i] == source[i] for i in range(len(source)) if not any(a <= i < b for a, b in spans))
+        assert all(trained[a:b] in (source[a:b], [tokenizer.unk_id] * (b - a)) for a, b in spans)
+    assert n_unk > 0
+
+
 def test_resume_with_a_different_model_section_names_the_key(trained_model, make_config, tmp_path):
     changed = make_config(model={"hidden": 48})
     with pytest.raises(ConfigError) as info:

@@ -110,6 +110,10 @@ class TrainingConfig:
     # Truncated BPTT: back-propagate through at most K decoder steps at a time (the decoder state is
     # carried forward but detached every K target steps); 0 = off, full back-propagation through time.
     truncated_bptt: int = 0
+    # Context word dropout: each word of a training example's context (never the text being translated)
+    # becomes <unk> with this probability, so the model reads the whole context instead of
+    # leaning on one memorised cue word; 0 = off.
+    context_word_dropout: float = 0.0
     # Mixed precision: bfloat16 runs the forward pass under torch.autocast (weights, optimizer state and
     # loss stay float32). On a CPU with native bf16 (AVX512-BF16/AMX) matmuls run ~4x faster.
     precision: Literal["float32", "bfloat16"] = "float32"
@@ -172,6 +176,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "training.label_smoothing": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     "training.teacher_forcing": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
     "training.truncated_bptt": (lambda v: v >= 0, "must be >= 0 (0 = off)"),
+    "training.context_word_dropout": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     "training.clip_norm": (lambda v: v >= 0, "must be >= 0"),
     "training.batch_tokens": (lambda v: v >= 8, "must be >= 8"),
     "training.max_steps": (lambda v: v >= 1, "must be >= 1"),

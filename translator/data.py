@@ -392,6 +392,17 @@ def make_batches(
     return batches
 
 
+def drop_words(ids: Sequence[int], spans: Sequence[tuple[int, int]], rate: float, rng: random.Random,
+               unk_id: int) -> list[int]:
+    """`ids` with the pieces of each [start, end) span (a word) set to `unk_id`, each span with probability
+    `rate`. The length stays the same, so batch shapes do too (oneDNN caches a kernel per shape)."""
+    dropped = list(ids)
+    for start, end in spans:
+        if rng.random() < rate:
+            dropped[start:end] = [unk_id] * (end - start)
+    return dropped
+
+
 def collate(
     sources: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]] | None,

@@ -49,6 +49,7 @@ class Tokenizer:
         # Ids that never show up in decoded text.
         self._marker_ids = (self._sp.piece_to_id(PHRASE_START), self._sp.piece_to_id(PHRASE_END))
         self._hidden = {PAD_ID, BOS_ID, EOS_ID, self._separator_id, *self._tag_ids.values(), *self._marker_ids}
+        self._word_start = [self._sp.id_to_piece(i).startswith("\u2581") for i in range(self.vocab_size)]
 
     def _check(self) -> None:
         # A model trained elsewhere would silently shift every id the network learned.
@@ -183,6 +184,33 @@ class Tokenizer:
                 ids += [self._separator_id, *self.encode(context)]
         ids.append(EOS_ID)
         return ids
+
+    def context_words(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """The context's words in a source from `encode_source`, as [start, end) index spans: the words
+        around the marked text ("inline") or after the separator; none when there is no context.
+        A word starts at a piece with SentencePiece's word-boundary mark. With "inline", the first word
+        after the text is left out: it may be the text's own ending (배 + 를 in 배를 타고)."""
+        ids = list(ids)
+        if self._marker_ids[0] in ids and self._marker_ids[1] in ids:
+            regions = [(1, ids.index(self._marker_ids[0])), (ids.index(self._marker_ids[1]) + 1, len(ids))]
+            skip_first_after = True
+        elif self._separator_id in ids:
+            regions = [(ids.index(self._separator_id) + 1, len(ids))]
+            skip_first_after = False
+        else:
+            return []
+        spans: list[list[int]] = []
+        for region, (start, end) in enumerate(regions):
+            words: list[list[int]] = []
+            for i in range(start, end):
+                if ids[i] in (EOS_ID, PAD_ID):
+                    break
+                if not words or self._word_start[ids[i]]:
+                    words.append([i, i + 1])
+                else:
+                    words[-1][1] = i + 1
+            spans += words[1:] if region == 1 and skip_first_after else words
+        return [(a, b) for a, b in spans]
 
     def encode_target(self, text: str) -> list[int]:
         """Bare target ids; `collate` adds bos (decoder input) and eos (decoder output)."""

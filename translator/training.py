@@ -34,7 +34,8 @@ from tqdm import tqdm
 from translator import distributed
 from translator.checkpoint import load_checkpoint, load_weights, save_checkpoint, weights_checksum
 from translator.config import SCORE_PREFIXES, Config, ConfigError, DataConfig, config_from_dict, save_config
-from translator.data import Batch, Example, clean_pairs, collate, load_training_data, make_batches, make_examples
+from translator.data import (Batch, Example, clean_pairs, collate, drop_words, load_training_data, make_batches,
+                             make_examples)
 from translator.evaluation import is_accepted, score_corpus
 from translator.io import atomic_write_text
 from translator.model import Seq2Seq, build_model, count_parameters
@@ -75,9 +76,18 @@ class EncodedSet:
     def lengths(self) -> list[tuple[int, int]]:
         return [(len(s), len(t) + 1) for s, t in zip(self.sources, self.targets)]
 
-    def batch(self, indices: list[int], tokenizer: Tokenizer) -> Batch:
+    def batch(self, indices: list[int], tokenizer: Tokenizer, context_word_dropout: float = 0.0,
+              rng: Optional[random.Random] = None) -> Batch:
+        """The examples at `indices` as a padded batch; with `context_word_dropout`, context words drawn
+        from `rng` become <unk> (`drop_words`)."""
+        sources = [self.sources[i] for i in indices]
+        if context_word_dropout > 0:
+            if rng is None:
+                raise ValueError("context word dropout needs a random stream (rng)")
+            sources = [drop_words(s, tokenizer.context_words(s), context_word_dropout, rng, tokenizer.unk_id)
+                       for s in sources]
         return collate(
-            [self.sources[i] for i in indices],
+            sources,
             [self.targets[i] for i in indices],
             tokenizer.pad_id,
             tokenizer.bos_id,
@@ -438,7 +448,10 @@ class Trainer:
                 batches = make_batches(self.train_set.lengths, t.batch_tokens, t.seed, self.state.epoch)
                 batches = distributed.shard_batches(batches, self.dist.rank, self.dist.world_size)
                 while self.state.batch_in_epoch < len(batches) and self.state.step < t.max_steps:
-                    batch = self.train_set.batch(batches[self.state.batch_in_epoch], self.tokenizer)
+                    # Dropout masks drawn from the step number: --resume repeats them exactly.
+                    masks = random.Random(t.seed * 1_000_003 + self.state.step * 1_009 + self.dist.rank)
+                    batch = self.train_set.batch(batches[self.state.batch_in_epoch], self.tokenizer,
+                                                 t.context_word_dropout, masks)
                     loss, norm = self.train_step(batch)
                     self.state.step += 1
                     self.state.batch_in_epoch += 1
