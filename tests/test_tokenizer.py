@@ -183,9 +183,9 @@ def _word_texts(tokenizer, ids) -> list[str]:
 
 def test_context_words_inline_are_the_words_around_the_marked_text(tokenizer):
     ids = tokenizer.encode_source("station", "ko", "Where is the station now please?", "inline")
-    # The marked text is never a context word, nor the word right after it (it may be the text's
-    # own ending, as 를 in 배를); tag and eos are not words.
-    assert _word_texts(tokenizer, ids) == ["Where", "is", "the", "please?"]
+    # The marked text is never a context word; tag and eos are not words.
+    assert _word_texts(tokenizer, ids) == ["Where", "is", "the", "now", "please?"]
+    # A Korean text's next word may be its own ending (를 in 배를): it is left out.
     korean = tokenizer.encode_source("배", "en", "오늘 배를 타고 갔다", "inline")
     assert _word_texts(tokenizer, korean) == ["오늘", "타고", "갔다"]
 

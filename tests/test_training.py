@@ -153,7 +153,9 @@ def test_context_word_dropout_resumes_exactly_and_changes_only_context_words(tmp
 
     from translator.training import EncodedSet
 
-    phrases = write_phrases(tmp_path / "phrases.tsv", CONTEXT_ROWS)
+    # One context lacks its text: it falls back to the separator form, whose context words also drop.
+    lacking = ("en", "ko", "bats", "a dark cave", "박쥐", "bat/animal")
+    phrases = write_phrases(tmp_path / "phrases.tsv", [*CONTEXT_ROWS, lacking])
     pairs = []  # (source as encoded, source as trained on) for every dropped-out batch row
     original_batch = EncodedSet.batch
 
@@ -186,13 +188,14 @@ def test_context_word_dropout_resumes_exactly_and_changes_only_context_words(tmp
     # Whole context words became <unk>; everything else (tag, marked text, sources without context) is kept.
     tokenizer = recording_batch.tokenizer
     n_unk = 0
+    assert any(tokenizer.separator_id in source for source, _ in pairs)
     for source, trained in pairs:
         trained = [i for i in trained if i != tokenizer.pad_id]
         n_unk += trained.count(tokenizer.unk_id)
-        if tokenizer._marker_ids[0] not in source:
+        spans = tokenizer.context_words(source)
+        if not spans:
             assert trained == source
             continue
-        spans = tokenizer.context_words(source)
         assert len(trained) == len(source)
         assert all(trained[i] == source[i] for i in range(len(source)) if not any(a <= i < b for a, b in spans))
         assert all(trained[a:b] in (source[a:b], [tokenizer.unk_id] * (b - a)) for a, b in spans)

@@ -110,9 +110,9 @@ class TrainingConfig:
     # Truncated BPTT: back-propagate through at most K decoder steps at a time (the decoder state is
     # carried forward but detached every K target steps); 0 = off, full back-propagation through time.
     truncated_bptt: int = 0
-    # Context word dropout: each word of a training example's context (never the text being translated)
-    # becomes <unk> with this probability, so the model reads the whole context instead of
-    # leaning on one memorised cue word; 0 = off.
+    # Context word dropout: each word of a training example's context becomes <unk> with this
+    # probability (never the text being translated, nor a Korean text's next word, which may be its
+    # ending), so the model reads the whole context instead of leaning on one memorised cue; 0 = off.
     context_word_dropout: float = 0.0
     # Mixed precision: bfloat16 runs the forward pass under torch.autocast (weights, optimizer state and
     # loss stay float32). On a CPU with native bf16 (AVX512-BF16/AMX) matmuls run ~4x faster.

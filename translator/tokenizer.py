@@ -188,12 +188,14 @@ class Tokenizer:
     def context_words(self, ids: Sequence[int]) -> list[tuple[int, int]]:
         """The context's words in a source from `encode_source`, as [start, end) index spans: the words
         around the marked text ("inline") or after the separator; none when there is no context.
-        A word starts at a piece with SentencePiece's word-boundary mark. With "inline", the first word
-        after the text is left out: it may be the text's own ending (배 + 를 in 배를 타고)."""
+        A word starts at a piece with SentencePiece's word-boundary mark. With "inline" and a Korean
+        text (a source tagged for English), the first word after the text is left out: it may be the
+        text's own ending (배 + 를 in 배를 타고). English texts are given as they appear, so nothing is
+        glued to them."""
         ids = list(ids)
         if self._marker_ids[0] in ids and self._marker_ids[1] in ids:
             regions = [(1, ids.index(self._marker_ids[0])), (ids.index(self._marker_ids[1]) + 1, len(ids))]
-            skip_first_after = True
+            skip_first_after = bool(ids) and ids[0] == self._tag_ids["en"]
         elif self._separator_id in ids:
             regions = [(ids.index(self._separator_id) + 1, len(ids))]
             skip_first_after = False

@@ -449,9 +449,9 @@ class Trainer:
                 batches = distributed.shard_batches(batches, self.dist.rank, self.dist.world_size)
                 while self.state.batch_in_epoch < len(batches) and self.state.step < t.max_steps:
                     # Dropout masks drawn from the step number: --resume repeats them exactly.
-                    masks = random.Random(t.seed * 1_000_003 + self.state.step * 1_009 + self.dist.rank)
+                    mask_rng = random.Random(f"{t.seed}:{self.state.step}:{self.dist.rank}")
                     batch = self.train_set.batch(batches[self.state.batch_in_epoch], self.tokenizer,
-                                                 t.context_word_dropout, masks)
+                                                 t.context_word_dropout, mask_rng)
                     loss, norm = self.train_step(batch)
                     self.state.step += 1
                     self.state.batch_in_epoch += 1
