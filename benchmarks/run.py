@@ -88,10 +88,10 @@ VARIANT_LABELS = {"feed": "with input feeding", "no-feed": "without input feedin
 
 
 def training_precision(variant: str) -> str:
-    import torch
+    from translator.training import cpu_has_bf16
 
     wanted = VARIANTS[variant][1]
-    return wanted if wanted == "float32" or torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+    return wanted if wanted == "float32" or cpu_has_bf16() else "float32"
 
 
 # --- progress and processes ----------------------------------------------------------------------------

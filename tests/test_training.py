@@ -14,7 +14,7 @@ import torch
 from translator.checkpoint import load_checkpoint
 from translator.config import ConfigError, config_from_dict, load_config
 from translator.data import make_batches
-from translator.training import MetricsLog, Trainer, train
+from translator.training import MetricsLog, Trainer, cpu_has_bf16, train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -503,7 +503,7 @@ def test_truncated_bptt_still_learns_the_smoke_corpus(tmp_path):
 def test_bfloat16_training_learns_like_float32(tmp_path):
     """training.precision: bfloat16 (autocast; float32 weights and loss) tracks the float32 run on the
     smoke corpus: the same falling loss, to within a few percent."""
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not cpu_has_bf16():
         pytest.skip("this CPU has no bf16 instructions: bfloat16 is refused (see the test below)")
     raw = smoke_config(max_steps=40)
     losses = {}

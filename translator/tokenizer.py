@@ -195,7 +195,7 @@ class Tokenizer:
         ids = list(ids)
         if self._marker_ids[0] in ids and self._marker_ids[1] in ids:
             regions = [(1, ids.index(self._marker_ids[0])), (ids.index(self._marker_ids[1]) + 1, len(ids))]
-            skip_first_after = bool(ids) and ids[0] == self._tag_ids["en"]
+            skip_first_after = ids[0] == self._tag_ids["en"]
         elif self._separator_id in ids:
             regions = [(ids.index(self._separator_id) + 1, len(ids))]
             skip_first_after = False

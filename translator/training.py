@@ -164,11 +164,16 @@ def sequence_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float, pa
     return loss / max(batch.n_tokens if n_tokens is None else n_tokens, 1)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 instructions (AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def precision_context(precision: str, device: torch.device) -> Callable[[], AbstractContextManager[Any]]:
     """What train_step runs the forward pass under: nothing (float32) or bf16 autocast."""
     if precision == "float32":
         return contextlib.nullcontext
-    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and not cpu_has_bf16():
         # Without native bf16 the casts are emulated and training gets slower, not faster.
         raise ConfigError("training.precision: bfloat16 needs a CPU with bf16 instructions (AVX512-BF16 or AMX); "
                           "this one has none, use float32")
